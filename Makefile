@@ -1,0 +1,36 @@
+# txoutbox: PGXS build.  `make && make install`, then see README.md for tests.
+EXTENSION = txoutbox
+MODULE_big = txoutbox
+OBJS = \
+	src/txoutbox.o \
+	src/uuidv7.o \
+	src/outbox.o \
+	src/routes.o \
+	src/dispatch.o \
+	src/worker.o \
+	src/publisher.o \
+	src/publish_notify.o \
+	src/publish_function.o
+DATA = $(wildcard sql/txoutbox--*.sql)
+PGFILEDESC = "txoutbox - transactional outbox with an in-database dispatcher"
+
+PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = -lcurl
+
+# pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
+# server that preloads txoutbox.
+REGRESS = core_enqueue core_claim core_marks core_read core_errors core_trigger routes dispatch
+REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress
+
+# isolation specs (test/specs/<name>.spec, test/expected/<name>.out)
+ISOLATION = claim_disjoint claim_rollback enqueue_uncommitted lease_takeover
+ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso --inputdir=test --outputdir=test/output_iso
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,291 @@
+/* txoutbox--0.1.0.sql: the outbox table, routes and the SQL surface. */
+
+\echo Use "CREATE EXTENSION txoutbox" to load this file. \quit
+
+-- Messages.  The hot set (pending, retrying, processing) is found through a
+-- small partial index; finished rows leave it.  fillfactor leaves room on each
+-- page for the new versions a claim and a mark write, and autovacuum is told
+-- to visit this churning table far more often than the default 20%.
+CREATE TABLE txoutbox.messages (
+    id              uuid        NOT NULL,
+    tenant_id       text,
+    org_id          text,
+    topic           text        NOT NULL,
+    message_key     text,
+    payload         jsonb       NOT NULL,
+    headers         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    correlation_id  text,
+    status          text        NOT NULL DEFAULT 'pending',
+    attempt_count   integer     NOT NULL DEFAULT 0,
+    max_attempts    integer     NOT NULL,
+    last_error      text,
+    available_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    locked_at       timestamptz,
+    locked_by       text,
+    published_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT messages_pkey PRIMARY KEY (id),
+    CONSTRAINT messages_status_check CHECK (status OPERATOR(pg_catalog.=) ANY
+        (ARRAY['pending', 'processing', 'retrying', 'succeeded', 'failed']::text[])),
+    CONSTRAINT messages_topic_check CHECK (pg_catalog.length(topic) OPERATOR(pg_catalog.>=) 1
+        AND pg_catalog.length(topic) OPERATOR(pg_catalog.<=) 255),
+    CONSTRAINT messages_attempts_check CHECK (max_attempts OPERATOR(pg_catalog.>=) 1
+        AND attempt_count OPERATOR(pg_catalog.>=) 0)
+) WITH (
+    fillfactor = 80,
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0.05,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0
+);
+
+COMMENT ON TABLE txoutbox.messages IS 'txoutbox messages: enqueue with txoutbox.enqueue(), published after commit';
+
+-- The claim scan: claimable messages in available_at order.  Only unfinished
+-- rows are in it, so it stays small however many messages succeeded.
+CREATE INDEX messages_claim_idx ON txoutbox.messages (available_at, id)
+    WHERE status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'retrying', 'processing']::text[]);
+
+-- Routes: which publisher a topic goes to.
+CREATE TABLE txoutbox.routes (
+    id             bigint      GENERATED ALWAYS AS IDENTITY,
+    topic_pattern  text        NOT NULL,
+    publisher      text        NOT NULL,
+    config         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    enabled        boolean     NOT NULL DEFAULT true,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT routes_pkey PRIMARY KEY (id),
+    CONSTRAINT routes_topic_pattern_key UNIQUE (topic_pattern)
+);
+
+COMMENT ON TABLE txoutbox.routes IS 'txoutbox routes: topic pattern (exact, or prefix ending in *) to publisher';
+
+-- Ids ------------------------------------------------------------------------
+
+CREATE FUNCTION txoutbox.uuid_v7() RETURNS uuid
+    AS 'MODULE_PATHNAME', 'txoutbox_uuid_v7'
+    LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE FUNCTION txoutbox.uuid_v7_floor(ts timestamptz) RETURNS uuid
+    AS 'MODULE_PATHNAME', 'txoutbox_uuid_v7_floor'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+ALTER TABLE txoutbox.messages ALTER COLUMN id SET DEFAULT txoutbox.uuid_v7();
+
+-- The state machine (C, cached plans) ------------------------------------------
+
+CREATE FUNCTION txoutbox.enqueue(
+    topic text,
+    payload jsonb,
+    message_key text DEFAULT NULL,
+    headers jsonb DEFAULT '{}',
+    correlation_id text DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    org_id text DEFAULT NULL,
+    available_at timestamptz DEFAULT NULL,
+    max_attempts integer DEFAULT NULL)
+RETURNS txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_enqueue'
+    LANGUAGE C VOLATILE;
+
+CREATE FUNCTION txoutbox.claim(
+    consumer text,
+    max_messages integer DEFAULT 100,
+    topic text DEFAULT NULL,
+    lock_until timestamptz DEFAULT NULL,
+    as_of timestamptz DEFAULT pg_catalog.now())
+RETURNS SETOF txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_claim'
+    LANGUAGE C VOLATILE ROWS 100;
+
+CREATE FUNCTION txoutbox.mark_succeeded(
+    id uuid,
+    published_at timestamptz DEFAULT pg_catalog.now(),
+    consumer text DEFAULT NULL)
+RETURNS txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_mark_succeeded'
+    LANGUAGE C VOLATILE;
+
+CREATE FUNCTION txoutbox.mark_failed(
+    id uuid,
+    reason text,
+    next_attempt_at timestamptz DEFAULT NULL,
+    failed_at timestamptz DEFAULT pg_catalog.now(),
+    consumer text DEFAULT NULL)
+RETURNS txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_mark_failed'
+    LANGUAGE C VOLATILE;
+
+CREATE FUNCTION txoutbox.replay(id uuid)
+RETURNS txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_replay'
+    LANGUAGE C VOLATILE;
+
+-- Reading and housekeeping (SQL) ------------------------------------------------
+
+CREATE FUNCTION txoutbox.get(id uuid)
+RETURNS txoutbox.messages
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result txoutbox.messages;
+BEGIN
+    IF get.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT m.* INTO result FROM txoutbox.messages m WHERE m.id OPERATOR(pg_catalog.=) get.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % does not exist', get.id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE FUNCTION txoutbox.list(
+    status text DEFAULT NULL,
+    topic text DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    org_id text DEFAULT NULL,
+    max_messages integer DEFAULT 100,
+    after_id uuid DEFAULT NULL)
+RETURNS SETOF txoutbox.messages
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF list.status IS NOT NULL AND list.status OPERATOR(pg_catalog.<>) ALL
+        (ARRAY['pending', 'processing', 'retrying', 'succeeded', 'failed']) THEN
+        RAISE EXCEPTION 'invalid status "%"', list.status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use one of pending, processing, retrying, succeeded, failed.';
+    END IF;
+    IF list.max_messages IS NULL THEN
+        RAISE EXCEPTION 'max_messages must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF list.max_messages OPERATOR(pg_catalog.<) 1 OR list.max_messages OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'max_messages must be between 1 and 10000, not %', list.max_messages
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT m.* FROM txoutbox.messages m
+         WHERE (list.status IS NULL OR m.status OPERATOR(pg_catalog.=) list.status)
+           AND (list.topic IS NULL OR m.topic OPERATOR(pg_catalog.=) list.topic)
+           AND (list.tenant_id IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) list.tenant_id)
+           AND (list.org_id IS NULL OR m.org_id OPERATOR(pg_catalog.=) list.org_id)
+           AND (list.after_id IS NULL OR m.id OPERATOR(pg_catalog.>) list.after_id)
+         ORDER BY m.id
+         LIMIT list.max_messages;
+END
+$$;
+
+CREATE FUNCTION txoutbox.purge(
+    older_than interval,
+    statuses text[] DEFAULT '{succeeded}')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deleted bigint;
+BEGIN
+    IF purge.older_than IS NULL OR purge.statuses IS NULL THEN
+        RAISE EXCEPTION 'older_than and statuses must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_catalog.isfinite(purge.older_than) OR purge.older_than OPERATOR(pg_catalog.<) interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a finite, non-negative interval, not %', purge.older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.array_position(purge.statuses, NULL) IS NOT NULL
+       OR NOT (purge.statuses OPERATOR(pg_catalog.<@) ARRAY['succeeded', 'failed']) THEN
+        RAISE EXCEPTION 'only finished statuses can be purged: %', purge.statuses
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name succeeded and/or failed.';
+    END IF;
+    DELETE FROM txoutbox.messages m
+     WHERE m.status OPERATOR(pg_catalog.=) ANY (purge.statuses)
+       AND m.updated_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) purge.older_than;
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END
+$$;
+
+-- Routes ------------------------------------------------------------------------
+
+CREATE FUNCTION txoutbox.add_route(
+    topic_pattern text,
+    publisher text,
+    config jsonb DEFAULT '{}')
+RETURNS txoutbox.routes
+    AS 'MODULE_PATHNAME', 'txoutbox_add_route'
+    LANGUAGE C VOLATILE;
+
+CREATE FUNCTION txoutbox.remove_route(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF remove_route.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM txoutbox.routes r WHERE r.id OPERATOR(pg_catalog.=) remove_route.id;
+    RETURN FOUND;
+END
+$$;
+
+-- The route a topic is published through: the enabled exact match, else the
+-- enabled prefix pattern with the longest prefix.  (The dispatcher applies
+-- the same rule in C, routes.c.)
+CREATE FUNCTION txoutbox.route_for(topic text)
+RETURNS txoutbox.routes
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.* FROM txoutbox.routes r
+     WHERE r.enabled
+       AND (r.topic_pattern OPERATOR(pg_catalog.=) route_for.topic
+            OR (pg_catalog.right(r.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
+                AND pg_catalog.starts_with(route_for.topic, pg_catalog.left(r.topic_pattern, -1))))
+     ORDER BY (r.topic_pattern OPERATOR(pg_catalog.=) route_for.topic) DESC,
+              pg_catalog.length(r.topic_pattern) DESC
+     LIMIT 1
+$$;
+
+-- Dispatching -------------------------------------------------------------------
+
+CREATE FUNCTION txoutbox.dispatch(
+    consumer text DEFAULT 'sql',
+    topic text DEFAULT NULL,
+    max_messages integer DEFAULT 100,
+    retry_delay interval DEFAULT NULL,
+    claim_lock_to timestamptz DEFAULT NULL)
+RETURNS TABLE (claimed integer, succeeded integer, retried integer, failed integer)
+    AS 'MODULE_PATHNAME', 'txoutbox_dispatch'
+    LANGUAGE C VOLATILE;
+
+CREATE FUNCTION txoutbox.worker_status()
+RETURNS TABLE (worker integer, pid integer, state text, started_at timestamptz,
+               last_round_at timestamptz, rounds bigint, published bigint,
+               failed bigint, last_error text)
+    AS 'MODULE_PATHNAME', 'txoutbox_worker_status'
+    LANGUAGE C VOLATILE;
+
+-- Per topic and status: how many messages, the age of the oldest, and the
+-- route (publisher is NULL and unrouted is true when no enabled route matches).
+CREATE VIEW txoutbox.stats AS
+SELECT s.topic,
+       s.status,
+       s.messages,
+       s.oldest_created_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) s.oldest_created_at AS oldest_age,
+       r.id AS route_id,
+       r.publisher,
+       (r.id IS NULL) AS unrouted
+  FROM (SELECT m.topic, m.status, pg_catalog.count(*) AS messages,
+               pg_catalog.min(m.created_at) AS oldest_created_at
+          FROM txoutbox.messages m
+         GROUP BY m.topic, m.status) s
+  LEFT JOIN LATERAL txoutbox.route_for(s.topic) r ON r.id IS NOT NULL;

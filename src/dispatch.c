@@ -1,0 +1,419 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.c
+ *	  One dispatch round: load routes, claim, publish through each message's
+ *	  route, mark the outcomes.  The background worker and the SQL function
+ *	  dispatch() both run this code.
+ *
+ * In the worker (own_transactions) a round is at most two short
+ * transactions: the first claims, publishes through the transactional
+ * publishers (notify, function) and marks their outcomes, so those commit
+ * together; external publishers (http) then run with no transaction open,
+ * and their outcomes are marked in a second transaction.  In dispatch()
+ * everything happens in the caller's transaction.
+ *
+ * Memory: everything a round keeps across its transactions is allocated in
+ * the context that was current on entry; the worker resets it every round.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+#include "utils/timestamp.h"
+
+#include "publisher.h"
+#include "txoutbox.h"
+
+PG_FUNCTION_INFO_V1(txoutbox_dispatch);
+
+typedef struct PublishBatch
+{
+	const Publisher *publisher;
+	PublishItem *items;
+	int			n;
+} PublishBatch;
+
+/* Start a worker transaction with SPI and a snapshot. */
+static void
+begin_round_transaction(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commit what begin_round_transaction started. */
+static void
+end_round_transaction(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Copy the claimed row i of SPI_tuptable into an OutboxMessage in cxt. */
+static OutboxMessage *
+copy_message(uint64 i, TupleDesc rowdesc, MemoryContext cxt)
+{
+	HeapTuple	tup = SPI_tuptable->vals[i];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	OutboxMessage *m = palloc0(sizeof(OutboxMessage));
+	Datum		values[18];
+	bool		nulls[18];
+	HeapTuple	row;
+
+	Assert(desc->natts == 18 && rowdesc->natts == 18);
+	heap_deform_tuple(tup, desc, values, nulls);
+	memcpy(&m->id, DatumGetUUIDP(values[0]), sizeof(pg_uuid_t));
+	uuid_to_cstring(&m->id, m->id_str);
+	m->tenant_id = nulls[1] ? NULL : TextDatumGetCString(values[1]);
+	m->org_id = nulls[2] ? NULL : TextDatumGetCString(values[2]);
+	m->topic = TextDatumGetCString(values[3]);
+	m->message_key = nulls[4] ? NULL : TextDatumGetCString(values[4]);
+	m->payload = DatumGetJsonbPCopy(values[5]);
+	m->headers = DatumGetJsonbPCopy(values[6]);
+	m->correlation_id = nulls[7] ? NULL : TextDatumGetCString(values[7]);
+	m->attempt_count = DatumGetInt32(values[9]);
+	m->max_attempts = DatumGetInt32(values[10]);
+	m->created_at = DatumGetTimestampTz(values[16]);
+	row = heap_form_tuple(rowdesc, values, nulls);
+	m->row = heap_copy_tuple_as_datum(row, rowdesc);
+	MemoryContextSwitchTo(old);
+	return m;
+}
+
+/* The row type of txoutbox.messages, blessed for building composites. */
+static TupleDesc
+messages_rowdesc(MemoryContext cxt)
+{
+	Oid			nsp = get_namespace_oid("txoutbox", false);
+	Oid			relid = get_relname_relid("messages", nsp);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	TupleDesc	desc;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table txoutbox.messages does not exist")));
+	desc = lookup_rowtype_tupdesc_copy(get_rel_type_id(relid), -1);
+	MemoryContextSwitchTo(old);
+	return desc;
+}
+
+/* Subtransaction body: one publisher's batch. */
+static void
+publish_batch_body(void *arg)
+{
+	PublishBatch *b = (PublishBatch *) arg;
+
+	b->publisher->publish(b->items, b->n);
+}
+
+/*
+ * Publish a batch.  In a transaction, an ERROR from the publisher is caught
+ * (its subtransaction rolled back) and every item becomes a retry; outside
+ * one (external publishers in the worker) the publisher must not throw for
+ * a message's failure, and any ERROR ends the round, leaving the claims to
+ * their lease.
+ */
+static void
+publish_batch(PublishBatch *b, bool in_transaction)
+{
+	int			i;
+	char	   *error = NULL;
+
+	for (i = 0; i < b->n; i++)
+		publisher_set_outcome(&b->items[i], PUBLISH_RETRY, "%s publisher set no outcome",
+							  b->publisher->name);
+	if (!in_transaction)
+	{
+		b->publisher->publish(b->items, b->n);
+		return;
+	}
+	if (!try_in_subtransaction(publish_batch_body, b, &error))
+		for (i = 0; i < b->n; i++)
+			publisher_set_outcome(&b->items[i], PUBLISH_RETRY, "%s publisher failed: %s",
+								  b->publisher->name, error);
+}
+
+/* Record a batch's outcomes; add them to counts.  Caller is in SPI. */
+static void
+mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *counts)
+{
+	Datum	   *ok_ids = palloc(sizeof(Datum) * Max(b->n, 1));
+	Datum	   *bad_ids = palloc(sizeof(Datum) * Max(b->n, 1));
+	Datum	   *reasons = palloc(sizeof(Datum) * Max(b->n, 1));
+	Datum	   *next_at = palloc(sizeof(Datum) * Max(b->n, 1));
+	bool	   *next_null = palloc(sizeof(bool) * Max(b->n, 1));
+	int			nok = 0,
+				nbad = 0,
+				i;
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (i = 0; i < b->n; i++)
+	{
+		PublishItem *it = &b->items[i];
+
+		if (it->outcome == PUBLISH_SUCCEEDED)
+		{
+			ok_ids[nok++] = UUIDPGetDatum(&it->msg->id);
+			continue;
+		}
+		bad_ids[nbad] = UUIDPGetDatum(&it->msg->id);
+		reasons[nbad] = CStringGetTextDatum(it->error ? it->error : "unknown error");
+		next_null[nbad] = (it->outcome == PUBLISH_FAILED);
+		if (!next_null[nbad])
+		{
+			int64		delay;
+
+			if (it->retry_after_ms >= 0)
+				delay = Min(it->retry_after_ms, (int64) txoutbox_retry_max_delay_ms);
+			else if (opts->retry_delay_ms >= 0)
+				delay = opts->retry_delay_ms;
+			else
+				delay = retry_backoff_ms(it->msg->attempt_count);
+			next_at[nbad] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(now, delay));
+		}
+		else
+			next_at[nbad] = (Datum) 0;
+		if (it->error)
+			counts->last_error = it->error;
+		nbad++;
+	}
+
+	if (nok > 0)
+		counts->succeeded += outbox_mark_succeeded_many(
+														PointerGetDatum(construct_array(ok_ids, nok, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR)),
+														opts->consumer, now);
+	if (nbad > 0)
+	{
+		int			dims[1] = {nbad};
+		int			lbs[1] = {1};
+		int			retried;
+
+		retried = outbox_mark_failed_many(
+										  PointerGetDatum(construct_array(bad_ids, nbad, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR)),
+										  PointerGetDatum(construct_array(reasons, nbad, TEXTOID, -1, false, TYPALIGN_INT)),
+										  PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
+																			 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+										  opts->consumer, now);
+		counts->retried += retried;
+		counts->failed += (int) SPI_processed - retried;
+	}
+}
+
+/*
+ * Run one round (see the file header).  The worker calls this outside any
+ * transaction with own_transactions; dispatch() inside its caller's.
+ */
+void
+dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
+{
+	MemoryContext round_cxt = CurrentMemoryContext;
+	RouteSet	routes;
+	ClaimRequest req;
+	TupleDesc	rowdesc;
+	PublishBatch *batches;
+	int			nbatches = 0;
+	PublishItem *items;
+	int			n,
+				i,
+				b;
+	bool		any_external = false;
+	TimestampTz now;
+
+	memset(counts, 0, sizeof(*counts));
+	counts->next_due = DT_NOEND;
+
+	if (opts->own_transactions)
+		begin_round_transaction("txoutbox: claim and publish");
+	else
+		SPI_connect();
+
+	routes_load(&routes, round_cxt);
+	if (opts->topic != NULL && routes_match(&routes, opts->topic) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("publisher not configured for topic \"%s\"", opts->topic),
+				 errhint("Add a route with txoutbox.add_route().")));
+
+	now = GetCurrentTransactionStartTimestamp();
+	if (!opts->own_transactions)
+		now = GetCurrentTimestamp();
+	memset(&req, 0, sizeof(req));
+	req.consumer = opts->consumer;
+	req.max_messages = opts->max_messages;
+	req.topic = opts->topic;
+	req.as_of = now;
+	req.lock_until = opts->lock_until != 0 ? opts->lock_until :
+		TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
+	req.route_exact = routes.exact;
+	req.route_prefixes = routes.prefixes;
+
+	n = routes.n > 0 ? outbox_claim(&req) : 0;
+	counts->claimed = n;
+
+	/* group the claimed messages by publisher, in claim order */
+	rowdesc = n > 0 ? messages_rowdesc(round_cxt) : NULL;
+	items = MemoryContextAllocZero(round_cxt, sizeof(PublishItem) * Max(n, 1));
+	batches = MemoryContextAllocZero(round_cxt, sizeof(PublishBatch) * Max(routes.n + 1, 1));
+	for (i = 0; i < n; i++)
+	{
+		items[i].msg = copy_message(i, rowdesc, round_cxt);
+		items[i].route = routes_match(&routes, items[i].msg->topic);
+		items[i].retry_after_ms = -1;
+	}
+	for (i = 0; i < n; i++)
+	{
+		OutboxRoute *r = items[i].route;
+		const Publisher *p = (r && !r->broken) ? r->publisher : NULL;
+
+		for (b = 0; b < nbatches; b++)
+			if (batches[b].publisher == p)
+				break;
+		if (b == nbatches)
+		{
+			batches[b].publisher = p;
+			batches[b].items = MemoryContextAlloc(round_cxt, sizeof(PublishItem) * n);
+			nbatches++;
+		}
+		batches[b].items[batches[b].n++] = items[i];
+	}
+
+	/* messages without a usable route: retry later with the reason */
+	for (b = 0; b < nbatches; b++)
+		if (batches[b].publisher == NULL)
+		{
+			for (i = 0; i < batches[b].n; i++)
+			{
+				OutboxRoute *r = batches[b].items[i].route;
+
+				publisher_set_outcome(&batches[b].items[i], PUBLISH_RETRY, "%s",
+									  r ? r->broken : "no route for topic");
+			}
+			mark_batch(&batches[b], opts, counts);
+		}
+
+	/* transactional publishers: publish and mark in this transaction */
+	for (b = 0; b < nbatches; b++)
+	{
+		if (batches[b].publisher == NULL)
+			continue;
+		if (!batches[b].publisher->transactional && opts->own_transactions)
+		{
+			any_external = true;
+			continue;
+		}
+		publish_batch(&batches[b], true);
+		mark_batch(&batches[b], opts, counts);
+	}
+
+	counts->next_due = outbox_next_due(routes.exact, routes.prefixes);
+
+	if (opts->own_transactions)
+		end_round_transaction();
+	else
+	{
+		SPI_finish();
+		return;
+	}
+
+	if (!any_external)
+		return;
+
+	/* external publishers: no transaction open while they work */
+	pgstat_report_activity(STATE_RUNNING, "txoutbox: publishing");
+	for (b = 0; b < nbatches; b++)
+		if (batches[b].publisher && !batches[b].publisher->transactional)
+			publish_batch(&batches[b], false);
+
+	begin_round_transaction("txoutbox: recording outcomes");
+	for (b = 0; b < nbatches; b++)
+		if (batches[b].publisher && !batches[b].publisher->transactional)
+			mark_batch(&batches[b], opts, counts);
+	end_round_transaction();
+}
+
+/*
+ * SQL: dispatch(consumer, topic, max_messages, retry_delay, claim_lock_to)
+ * One round in the caller's session and transaction.
+ */
+Datum
+txoutbox_dispatch(PG_FUNCTION_ARGS)
+{
+	DispatchOptions opts;
+	DispatchCounts counts;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	txoutbox_require_preload();
+	memset(&opts, 0, sizeof(opts));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("consumer must not be null")));
+	opts.consumer = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (opts.consumer[0] == '\0')
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("consumer must not be empty")));
+	opts.topic = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("max_messages must not be null")));
+	opts.max_messages = PG_GETARG_INT32(2);
+	if (opts.max_messages < 1 || opts.max_messages > TXOUTBOX_MAX_CLAIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_messages must be between 1 and %d, not %d",
+						TXOUTBOX_MAX_CLAIM, opts.max_messages)));
+	opts.retry_delay_ms = -1;
+	if (!PG_ARGISNULL(3))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(3);
+		int64		us;
+
+		if (iv->month != 0 || iv->day < 0 || iv->time < 0 || iv->day > 36500)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("retry_delay must be a non-negative interval in days, hours, minutes or seconds")));
+		us = iv->day * USECS_PER_DAY + iv->time;
+		opts.retry_delay_ms = us / 1000;
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		opts.lock_until = PG_GETARG_TIMESTAMPTZ(4);
+		if (TIMESTAMP_NOT_FINITE(opts.lock_until) || opts.lock_until <= GetCurrentTimestamp())
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("claim_lock_to must be a finite time in the future")));
+	}
+	opts.own_transactions = false;
+
+	dispatch_round(&opts, &counts);
+
+	InitMaterializedSRF(fcinfo, 0);
+	values[0] = Int32GetDatum(counts.claimed);
+	values[1] = Int32GetDatum(counts.succeeded);
+	values[2] = Int32GetDatum(counts.retried);
+	values[3] = Int32GetDatum(counts.failed);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}

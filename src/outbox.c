@@ -1,0 +1,664 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  The message state machine: enqueue, claim, mark_succeeded, mark_failed
+ *	  and replay as SQL functions, plus the batch forms the dispatcher uses.
+ *
+ * Every statement is prepared once per backend and kept (SPI_keepplan); the
+ * plan cache re-plans it if the extension is dropped and created again.
+ * A transition is one UPDATE guarded by the expected status (and consumer),
+ * so a concurrent change is seen by the UPDATE's re-check rather than by a
+ * separate read; only when it matches nothing do we read the row to say why.
+ *
+ * claim() selects candidates with FOR UPDATE SKIP LOCKED in a materialised
+ * CTE (so LIMIT is exact and rows locked by another claimer are skipped),
+ * fails expired leases that have no attempts left, and claims the rest.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "txoutbox.h"
+
+#define MESSAGE_COLUMNS \
+	"id, tenant_id, org_id, topic, message_key, payload, headers, " \
+	"correlation_id, status, attempt_count, max_attempts, last_error, " \
+	"available_at, locked_at, locked_by, published_at, created_at, updated_at"
+
+#define UNFINISHED "'{pending,retrying,processing}'::text[]"
+
+PG_FUNCTION_INFO_V1(txoutbox_enqueue);
+PG_FUNCTION_INFO_V1(txoutbox_claim);
+PG_FUNCTION_INFO_V1(txoutbox_mark_succeeded);
+PG_FUNCTION_INFO_V1(txoutbox_mark_failed);
+PG_FUNCTION_INFO_V1(txoutbox_replay);
+
+/* Prepare sql once per backend and keep the plan. */
+static SPIPlanPtr
+cached_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "txoutbox: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "txoutbox: SPI_keepplan failed");
+		*slot = plan;
+	}
+	return *slot;
+}
+
+/* Run a kept plan; elog on an SPI failure code (errors themselves throw). */
+static int
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "txoutbox: SPI_execute_plan returned %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/* ERROR 22004 for a required argument given as NULL. */
+static void pg_attribute_noreturn()
+null_argument(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+			 errmsg("%s must not be null", name)));
+}
+
+/* A text argument that must not be NULL, as a C string. */
+static char *
+required_text(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		null_argument(name);
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/* A timestamptz argument that must be given and finite. */
+static TimestampTz
+required_finite_time(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	TimestampTz ts;
+
+	if (PG_ARGISNULL(argno))
+		null_argument(name);
+	ts = PG_GETARG_TIMESTAMPTZ(argno);
+	if (TIMESTAMP_NOT_FINITE(ts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a finite timestamp", name)));
+	return ts;
+}
+
+/* Topic: 1 to 255 characters. */
+static void
+check_topic(text *topic)
+{
+	int			len = pg_mbstrlen_with_len(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+
+	if (len < 1 || len > TXOUTBOX_MAX_TOPIC_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("topic must be 1 to %d characters long, not %d",
+						TXOUTBOX_MAX_TOPIC_LEN, len)));
+}
+
+/*
+ * Headers: a JSON object whose values are strings.  Names must be HTTP
+ * header tokens and values must not contain line breaks, since the http
+ * publisher sends them as they are.
+ */
+static void
+check_headers(Jsonb *headers)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("headers must be a JSON object whose values are strings")));
+
+	it = JsonbIteratorInit(&headers->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			int			i;
+
+			if (v.val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("header names must not be empty")));
+			for (i = 0; i < v.val.string.len; i++)
+			{
+				unsigned char c = (unsigned char) v.val.string.val[i];
+
+				if (c <= 32 || c >= 127 || strchr("()<>@,;:\\\"/[]?={}", c) != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("header name \"%.*s\" is not a valid HTTP header name",
+									v.val.string.len, v.val.string.val)));
+			}
+		}
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("headers must be a JSON object whose values are strings"),
+						 errdetail("A header value is a JSON %s.",
+								   v.type == jbvNumeric ? "number" :
+								   v.type == jbvBool ? "boolean" :
+								   v.type == jbvNull ? "null" : "array or object")));
+			if (memchr(v.val.string.val, '\r', v.val.string.len) ||
+				memchr(v.val.string.val, '\n', v.val.string.len))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("header values must not contain line breaks")));
+		}
+	}
+}
+
+/*
+ * SQL: enqueue(topic, payload, message_key, headers, correlation_id,
+ *				tenant_id, org_id, available_at, max_attempts)
+ * Inserts a pending message in the caller's transaction and asks for the
+ * dispatchers to be woken at commit.
+ */
+Datum
+txoutbox_enqueue(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[11] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	JSONBOID, JSONBOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[11];
+	char		nulls[11];
+	pg_uuid_t	id;
+	int32		max_attempts = txoutbox_max_attempts;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz available_at = now;
+	Datum		result;
+
+	txoutbox_require_preload();
+
+	if (PG_ARGISNULL(0))
+		null_argument("topic");
+	check_topic(PG_GETARG_TEXT_PP(0));
+	if (PG_ARGISNULL(1))
+		null_argument("payload");
+	if (!PG_ARGISNULL(3))
+		check_headers(PG_GETARG_JSONB_P(3));
+	if (!PG_ARGISNULL(7))
+		available_at = required_finite_time(fcinfo, 7, "available_at");
+	if (!PG_ARGISNULL(8))
+	{
+		max_attempts = PG_GETARG_INT32(8);
+		if (max_attempts < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_attempts must be at least 1, not %d", max_attempts)));
+	}
+
+	uuidv7_generate(&id);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = UUIDPGetDatum(&id);
+	values[1] = PG_GETARG_DATUM(5); /* tenant_id */
+	nulls[1] = PG_ARGISNULL(5) ? 'n' : ' ';
+	values[2] = PG_GETARG_DATUM(6); /* org_id */
+	nulls[2] = PG_ARGISNULL(6) ? 'n' : ' ';
+	values[3] = PG_GETARG_DATUM(0); /* topic */
+	values[4] = PG_GETARG_DATUM(2); /* message_key */
+	nulls[4] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[5] = PG_GETARG_DATUM(1); /* payload */
+	if (PG_ARGISNULL(3))		/* NULL headers mean no headers */
+		values[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	else
+		values[6] = PG_GETARG_DATUM(3);
+	values[7] = PG_GETARG_DATUM(4); /* correlation_id */
+	nulls[7] = PG_ARGISNULL(4) ? 'n' : ' ';
+	values[8] = Int32GetDatum(max_attempts);
+	values[9] = TimestampTzGetDatum(available_at);
+	values[10] = TimestampTzGetDatum(now);
+
+	SPI_connect();
+	cached_plan(&plan,
+				"INSERT INTO txoutbox.messages (id, tenant_id, org_id, topic, message_key, "
+				"payload, headers, correlation_id, status, attempt_count, max_attempts, "
+				"available_at, created_at, updated_at) "
+				"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11) "
+				"RETURNING " MESSAGE_COLUMNS,
+				11, argtypes);
+	run_plan(plan, values, nulls, SPI_OK_INSERT_RETURNING);
+	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+	SPI_finish();
+
+	txoutbox_wake_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Claim up to req->max_messages messages; the claimed rows are left in
+ * SPI_tuptable in (available_at, id) order.  Caller is connected to SPI.
+ */
+int
+outbox_claim(const ClaimRequest *req)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[7] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(req->consumer);
+	values[1] = Int32GetDatum(req->max_messages);
+	values[2] = req->topic ? CStringGetTextDatum(req->topic) : (Datum) 0;
+	nulls[2] = req->topic ? ' ' : 'n';
+	values[3] = TimestampTzGetDatum(req->lock_until);
+	values[4] = TimestampTzGetDatum(req->as_of);
+	values[5] = req->route_exact;
+	nulls[5] = req->route_exact ? ' ' : 'n';
+	values[6] = req->route_prefixes;
+	nulls[6] = req->route_prefixes ? ' ' : 'n';
+
+	cached_plan(&plan,
+				"WITH candidates AS MATERIALIZED ("
+				"  SELECT m.id, m.available_at AS due,"
+				"         (m.status = 'processing' AND m.attempt_count >= m.max_attempts) AS exhausted"
+				"    FROM txoutbox.messages m"
+				"   WHERE m.status = ANY (" UNFINISHED ")"
+				"     AND m.available_at <= $5"
+				"     AND ($3::text IS NULL OR m.topic = $3)"
+				"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))"
+				"   ORDER BY m.available_at, m.id"
+				"   LIMIT $2"
+				"   FOR UPDATE OF m SKIP LOCKED"
+				"), expired AS ("
+				"  UPDATE txoutbox.messages m"
+				"     SET status = 'failed',"
+				"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left',"
+				"                             m.locked_by, m.attempt_count, m.max_attempts),"
+				"         locked_by = NULL, locked_at = NULL, updated_at = $5"
+				"    FROM candidates c"
+				"   WHERE m.id = c.id AND c.exhausted"
+				"), claimed AS ("
+				"  UPDATE txoutbox.messages m"
+				"     SET status = 'processing', locked_by = $1, locked_at = $5,"
+				"         attempt_count = m.attempt_count + 1, available_at = $4, updated_at = $5"
+				"    FROM candidates c"
+				"   WHERE m.id = c.id AND NOT c.exhausted"
+				"  RETURNING m.*, c.due"
+				") SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY due, id",
+				7, argtypes);
+	return run_plan(plan, values, nulls, SPI_OK_SELECT);
+}
+
+/*
+ * SQL: claim(consumer, max_messages, topic, lock_until, as_of)
+ */
+Datum
+txoutbox_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ClaimRequest req;
+	uint64		i;
+
+	txoutbox_require_preload();
+
+	memset(&req, 0, sizeof(req));
+	req.consumer = required_text(fcinfo, 0, "consumer");
+	if (req.consumer[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("consumer must not be empty")));
+	if (PG_ARGISNULL(1))
+		null_argument("max_messages");
+	req.max_messages = PG_GETARG_INT32(1);
+	if (req.max_messages < 1 || req.max_messages > TXOUTBOX_MAX_CLAIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_messages must be between 1 and %d, not %d",
+						TXOUTBOX_MAX_CLAIM, req.max_messages)));
+	req.topic = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	req.as_of = required_finite_time(fcinfo, 4, "as_of");
+	if (PG_ARGISNULL(3))
+		req.lock_until = TimestampTzPlusMilliseconds(req.as_of, txoutbox_lock_timeout_ms);
+	else
+	{
+		req.lock_until = required_finite_time(fcinfo, 3, "lock_until");
+		if (req.lock_until <= req.as_of)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lock_until must be later than as_of")));
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SPI_connect();
+	outbox_claim(&req);
+	for (i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	SPI_finish();
+
+	return (Datum) 0;
+}
+
+/*
+ * The guarded UPDATE of one message matched nothing: read the row and
+ * raise the error that says why (unknown id, wrong status, lost lease).
+ */
+static void pg_attribute_noreturn()
+report_refused_transition(Datum id, const char *action, const char *required_status,
+						  const char *consumer)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[1] = {UUIDOID};
+	char	   *idstr = DatumGetCString(DirectFunctionCall1(uuid_out, id));
+	char	   *status;
+	char	   *locked_by;
+
+	cached_plan(&plan, "SELECT status, locked_by FROM txoutbox.messages WHERE id = $1",
+				1, argtypes);
+	if (run_plan(plan, &id, NULL, SPI_OK_SELECT) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist", idstr)));
+
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	locked_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+	if (strcmp(status, required_status) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s message %s: its status is %s", action, idstr, status),
+				 errdetail("Only a %s message can be %s.", required_status,
+						   strcmp(action, "replay") == 0 ? "replayed" : "marked")));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot %s message %s: its status is %s and it is held by consumer \"%s\", not \"%s\"",
+					action, idstr, status, locked_by ? locked_by : "", consumer ? consumer : ""),
+			 errdetail("The lease of \"%s\" ended and the message was claimed again.",
+					   consumer ? consumer : "")));
+}
+
+/*
+ * Run one guarded single-message transition; return the new row as a
+ * composite Datum in the caller's context, or raise why it was refused.
+ */
+static Datum
+transition_one(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+			   Datum *values, const char *nulls, const char *action,
+			   const char *required_status, const char *consumer)
+{
+	Datum		result;
+
+	SPI_connect();
+	cached_plan(plan, sql, nargs, argtypes);
+	if (run_plan(*plan, values, nulls, SPI_OK_UPDATE_RETURNING) == 0)
+		report_refused_transition(values[0], action, required_status, consumer);
+	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+	SPI_finish();
+	return result;
+}
+
+/* SQL: mark_succeeded(id, published_at, consumer) */
+Datum
+txoutbox_mark_succeeded(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[3] = {UUIDOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	char	   *consumer = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	txoutbox_require_preload();
+	if (PG_ARGISNULL(0))
+		null_argument("id");
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = TimestampTzGetDatum(required_finite_time(fcinfo, 1, "published_at"));
+	values[2] = PG_GETARG_DATUM(2);
+	nulls[2] = consumer ? ' ' : 'n';
+
+	PG_RETURN_DATUM(transition_one(&plan,
+								   "UPDATE txoutbox.messages"
+								   "   SET status = 'succeeded', published_at = $2, locked_by = NULL,"
+								   "       locked_at = NULL, updated_at = $2"
+								   " WHERE id = $1 AND status = 'processing'"
+								   "   AND ($3::text IS NULL OR locked_by = $3)"
+								   " RETURNING " MESSAGE_COLUMNS,
+								   3, argtypes, values, nulls,
+								   "mark succeeded", "processing", consumer));
+}
+
+/* SQL: mark_failed(id, reason, next_attempt_at, failed_at, consumer) */
+Datum
+txoutbox_mark_failed(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[5] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	char	   *consumer = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+
+	txoutbox_require_preload();
+	if (PG_ARGISNULL(0))
+		null_argument("id");
+	if (PG_ARGISNULL(1))
+		null_argument("reason");
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	else
+		values[2] = TimestampTzGetDatum(required_finite_time(fcinfo, 2, "next_attempt_at"));
+	values[3] = TimestampTzGetDatum(required_finite_time(fcinfo, 3, "failed_at"));
+	values[4] = PG_GETARG_DATUM(4);
+	nulls[4] = consumer ? ' ' : 'n';
+
+	PG_RETURN_DATUM(transition_one(&plan,
+								   "UPDATE txoutbox.messages"
+								   "   SET status = CASE WHEN $3::timestamptz IS NOT NULL"
+								   "                      AND attempt_count < max_attempts"
+								   "                     THEN 'retrying' ELSE 'failed' END,"
+								   "       available_at = CASE WHEN $3::timestamptz IS NOT NULL"
+								   "                            AND attempt_count < max_attempts"
+								   "                           THEN $3 ELSE available_at END,"
+								   "       last_error = $2, locked_by = NULL, locked_at = NULL,"
+								   "       updated_at = $4"
+								   " WHERE id = $1 AND status = 'processing'"
+								   "   AND ($5::text IS NULL OR locked_by = $5)"
+								   " RETURNING " MESSAGE_COLUMNS,
+								   5, argtypes, values, nulls,
+								   "mark failed", "processing", consumer));
+}
+
+/* SQL: replay(id): failed back to pending, attempts reset, available now. */
+Datum
+txoutbox_replay(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[1] = {UUIDOID};
+	Datum		values[1];
+	Datum		result;
+
+	txoutbox_require_preload();
+	if (PG_ARGISNULL(0))
+		null_argument("id");
+	values[0] = PG_GETARG_DATUM(0);
+
+	result = transition_one(&plan,
+							"UPDATE txoutbox.messages"
+							"   SET status = 'pending', attempt_count = 0, available_at = now(),"
+							"       locked_by = NULL, locked_at = NULL, published_at = NULL,"
+							"       updated_at = now()"
+							" WHERE id = $1 AND status = 'failed'"
+							" RETURNING " MESSAGE_COLUMNS,
+							1, argtypes, values, NULL, "replay", "failed", NULL);
+	txoutbox_wake_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Dispatcher: mark the given processing messages (uuid[]) succeeded if the
+ * consumer still holds them.  Returns how many were marked; those whose
+ * lease was taken over are left alone.  Caller is connected to SPI.
+ */
+int
+outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz published_at)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[3] = {UUIDARRAYOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[3];
+
+	values[0] = ids;
+	values[1] = CStringGetTextDatum(consumer);
+	values[2] = TimestampTzGetDatum(published_at);
+	cached_plan(&plan,
+				"UPDATE txoutbox.messages"
+				"   SET status = 'succeeded', published_at = $3, locked_by = NULL,"
+				"       locked_at = NULL, updated_at = $3"
+				" WHERE id = ANY ($1) AND status = 'processing' AND locked_by = $2",
+				3, argtypes);
+	return run_plan(plan, values, NULL, SPI_OK_UPDATE);
+}
+
+/*
+ * Dispatcher: record failures (parallel arrays uuid[], text[], timestamptz[];
+ * a NULL next attempt fails the message at once).  Returns how many went to
+ * retrying; SPI_processed minus that failed.  Caller is connected to SPI.
+ */
+int
+outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
+						const char *consumer, TimestampTz failed_at)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[5] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TEXTOID, TIMESTAMPTZOID};
+	Datum		values[5];
+	uint64		i;
+	int			retried = 0;
+
+	values[0] = ids;
+	values[1] = reasons;
+	values[2] = next_attempts;
+	values[3] = CStringGetTextDatum(consumer);
+	values[4] = TimestampTzGetDatum(failed_at);
+	cached_plan(&plan,
+				"UPDATE txoutbox.messages m"
+				"   SET status = CASE WHEN f.next_at IS NOT NULL AND m.attempt_count < m.max_attempts"
+				"                     THEN 'retrying' ELSE 'failed' END,"
+				"       available_at = CASE WHEN f.next_at IS NOT NULL AND m.attempt_count < m.max_attempts"
+				"                           THEN f.next_at ELSE m.available_at END,"
+				"       last_error = f.reason, locked_by = NULL, locked_at = NULL, updated_at = $5"
+				"  FROM unnest($1, $2, $3) AS f(id, reason, next_at)"
+				" WHERE m.id = f.id AND m.status = 'processing' AND m.locked_by = $4"
+				" RETURNING m.status = 'retrying'",
+				5, argtypes);
+	run_plan(plan, values, NULL, SPI_OK_UPDATE_RETURNING);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
+			retried++;
+	}
+	return retried;
+}
+
+/*
+ * Dispatcher retention: delete up to limit succeeded messages last changed
+ * before cutoff.  The id bound keeps the scan to rows created before the
+ * cutoff (ids are time-ordered).  Caller is connected to SPI.
+ */
+int64
+outbox_purge_batch(TimestampTz cutoff, int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[3] = {UUIDOID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[3];
+	pg_uuid_t	floor;
+
+	uuidv7_floor(cutoff, &floor);
+	values[0] = UUIDPGetDatum(&floor);
+	values[1] = TimestampTzGetDatum(cutoff);
+	values[2] = Int32GetDatum(limit);
+	cached_plan(&plan,
+				"DELETE FROM txoutbox.messages WHERE id = ANY (ARRAY("
+				"  SELECT id FROM txoutbox.messages"
+				"   WHERE id < $1 AND status = 'succeeded' AND updated_at < $2"
+				"   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))",
+				3, argtypes);
+	return run_plan(plan, values, NULL, SPI_OK_DELETE);
+}
+
+/*
+ * The earliest available_at after now of an unfinished message the
+ * dispatcher could claim (a delayed or retrying message, or the end of a
+ * lease), or DT_NOEND.  Caller is connected to SPI.
+ */
+TimestampTz
+outbox_next_due(Datum route_exact, Datum route_prefixes)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[3] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[1] = route_exact;
+	nulls[1] = route_exact ? ' ' : 'n';
+	values[2] = route_prefixes;
+	nulls[2] = route_prefixes ? ' ' : 'n';
+	cached_plan(&plan,
+				"SELECT available_at FROM txoutbox.messages m"
+				" WHERE m.status = ANY (" UNFINISHED ") AND m.available_at > $1"
+				"   AND ($2::text[] IS NULL OR m.topic = ANY ($2) OR m.topic ^@ ANY ($3))"
+				" ORDER BY m.available_at, m.id LIMIT 1",
+				3, argtypes);
+	if (run_plan(plan, values, nulls, SPI_OK_SELECT) == 0)
+		return DT_NOEND;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetTimestampTz(d);
+}
+
+/*
+ * Delay before the attempt after attempt number `attempt`: exponential from
+ * txoutbox.retry_base_delay, capped by txoutbox.retry_max_delay, with up to
+ * 20% jitter taken off (so successive delays still grow).
+ */
+int64
+retry_backoff_ms(int attempt)
+{
+	double		base = txoutbox_retry_base_delay_ms;
+	double		cap = Max(txoutbox_retry_max_delay_ms, txoutbox_retry_base_delay_ms);
+	double		d = base * pow(2.0, Max(attempt, 1) - 1);
+
+	if (d > cap)
+		d = cap;
+	d *= 0.8 + 0.2 * pg_prng_double(&pg_global_prng_state);
+	if (d < base)
+		d = base;
+	return (int64) d;
+}

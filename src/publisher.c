@@ -1,0 +1,211 @@
+/*-------------------------------------------------------------------------
+ *
+ * publisher.c
+ *	  The registry of publishers, and what they share: the JSON envelope of
+ *	  a message, route config accessors, and outcome recording.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "utils/resowner.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/datetime.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "publisher.h"
+
+static const Publisher *const publishers[] = {
+	&notify_publisher,
+	&function_publisher,
+};
+
+/* The publisher called name, or NULL. */
+const Publisher *
+publisher_lookup(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(publishers); i++)
+		if (strcmp(publishers[i]->name, name) == 0)
+			return publishers[i];
+	return NULL;
+}
+
+/* Append "key": and a JSON string (or null) to buf. */
+static void
+append_string_field(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfo(buf, ",\"%s\":", key);
+	if (value)
+		escape_json(buf, value);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+/*
+ * The envelope of SPEC.md: {"id","topic","message_key","payload","headers",
+ * "correlation_id","tenant_id","org_id","attempt","created_at"}; without
+ * payload, "truncated": true takes its place.
+ */
+void
+publisher_build_envelope(StringInfo buf, const OutboxMessage *msg, bool with_payload)
+{
+	char		ts[MAXDATELEN + 1];
+
+	appendStringInfo(buf, "{\"id\":\"%s\"", msg->id_str);
+	append_string_field(buf, "topic", msg->topic);
+	append_string_field(buf, "message_key", msg->message_key);
+	if (with_payload)
+	{
+		appendStringInfoString(buf, ",\"payload\":");
+		JsonbToCString(buf, &msg->payload->root, VARSIZE(msg->payload));
+	}
+	appendStringInfoString(buf, ",\"headers\":");
+	JsonbToCString(buf, &msg->headers->root, VARSIZE(msg->headers));
+	append_string_field(buf, "correlation_id", msg->correlation_id);
+	append_string_field(buf, "tenant_id", msg->tenant_id);
+	append_string_field(buf, "org_id", msg->org_id);
+	appendStringInfo(buf, ",\"attempt\":%d", msg->attempt_count);
+	JsonEncodeDateTime(ts, TimestampTzGetDatum(msg->created_at), TIMESTAMPTZOID, NULL);
+	appendStringInfo(buf, ",\"created_at\":\"%s\"", ts);
+	if (!with_payload)
+		appendStringInfoString(buf, ",\"truncated\":true");
+	appendStringInfoChar(buf, '}');
+}
+
+/* Route config must be an object whose keys are all in allowed (NULL-ended). */
+void
+jsonb_config_check_keys(Jsonb *config, const char *publisher, const char *const *allowed)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(config) || JB_ROOT_IS_SCALAR(config))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("config of a %s route must be a JSON object", publisher)));
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		const char *const *a;
+		bool		known = false;
+
+		if (tok != WJB_KEY)
+			continue;
+		for (a = allowed; *a; a++)
+			if (strlen(*a) == (size_t) v.val.string.len &&
+				strncmp(*a, v.val.string.val, v.val.string.len) == 0)
+				known = true;
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown field \"%.*s\" in config of a %s route",
+							v.val.string.len, v.val.string.val, publisher)));
+	}
+}
+
+/* The string at key, or NULL when absent; ERROR when not a string. */
+char *
+jsonb_config_string(Jsonb *config, const char *key)
+{
+	JsonbValue	v;
+
+	if (!getKeyJsonValueFromContainer(&config->root, key, strlen(key), &v) ||
+		v.type == jbvNull)
+		return NULL;
+	if (v.type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("route config field \"%s\" must be a string", key)));
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/* The integer at key into *value; false when absent; ERROR when not one. */
+bool
+jsonb_config_int(Jsonb *config, const char *key, int64 *value)
+{
+	JsonbValue	v;
+
+	if (!getKeyJsonValueFromContainer(&config->root, key, strlen(key), &v) ||
+		v.type == jbvNull)
+		return false;
+	if (v.type != jbvNumeric || strchr(numeric_normalize(v.val.numeric), '.') != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("route config field \"%s\" must be an integer", key)));
+	*value = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v.val.numeric)));
+	return true;
+}
+
+/* Record an item's outcome and its error text (not for success). */
+void
+publisher_set_outcome(PublishItem *item, PublishOutcome outcome, const char *fmt,...)
+{
+	item->outcome = outcome;
+	item->error = NULL;
+	if (fmt)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		for (;;)
+		{
+			va_list		args;
+			int			needed;
+
+			va_start(args, fmt);
+			needed = appendStringInfoVA(&buf, fmt, args);
+			va_end(args);
+			if (needed == 0)
+				break;
+			enlargeStringInfo(&buf, needed);
+		}
+		item->error = buf.data;
+	}
+}
+
+/*
+ * Run fn(arg) in a subtransaction of the current transaction.  Returns true
+ * when it returned; false when it raised, with the error message (in the
+ * caller's memory context) in *error and the subtransaction rolled back.
+ */
+bool
+try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		*error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
