@@ -10,7 +10,8 @@ OBJS = \
 	src/worker.o \
 	src/publisher.o \
 	src/publish_notify.o \
-	src/publish_function.o
+	src/publish_function.o \
+	src/publish_http.o
 DATA = $(wildcard sql/txoutbox--*.sql)
 PGFILEDESC = "txoutbox - transactional outbox with an in-database dispatcher"
 

@@ -22,6 +22,7 @@
 static const Publisher *const publishers[] = {
 	&notify_publisher,
 	&function_publisher,
+	&http_publisher,
 };
 
 /* The publisher called name, or NULL. */
