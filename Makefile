@@ -32,6 +32,9 @@ PROVE_TESTS = test/t/*.pl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso results regression.diffs regression.out
 
+# No LLVM bitcode: it needs clang, and the JIT gains nothing from this code.
+override with_llvm = no
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

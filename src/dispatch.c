@@ -46,26 +46,33 @@ typedef struct PublishBatch
 	int			n;
 } PublishBatch;
 
-/* Start a worker transaction with SPI and a snapshot. */
-static void
-begin_round_transaction(const char *activity)
+/*
+ * Start a worker transaction with SPI and a snapshot; returns the memory
+ * context to go back to when it commits (worker_xact_commit).
+ */
+MemoryContext
+worker_xact_begin(const char *activity)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+	return cxt;
 }
 
-/* Commit what begin_round_transaction started. */
-static void
-end_round_transaction(void)
+/* Commit what worker_xact_begin started, and return to cxt. */
+void
+worker_xact_commit(MemoryContext cxt)
 {
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(cxt);
 }
 
 /* Copy the claimed row i of SPI_tuptable into an OutboxMessage in cxt. */
@@ -244,7 +251,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	counts->next_due = DT_NOEND;
 
 	if (opts->own_transactions)
-		begin_round_transaction("txoutbox: claim and publish");
+		worker_xact_begin("txoutbox: claim and publish");
 	else
 		SPI_connect();
 
@@ -329,7 +336,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	counts->next_due = outbox_next_due(routes.exact, routes.prefixes);
 
 	if (opts->own_transactions)
-		end_round_transaction();
+		worker_xact_commit(round_cxt);
 	else
 	{
 		SPI_finish();
@@ -345,11 +352,11 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		if (batches[b].publisher && !batches[b].publisher->transactional)
 			publish_batch(&batches[b], false);
 
-	begin_round_transaction("txoutbox: recording outcomes");
+	worker_xact_begin("txoutbox: recording outcomes");
 	for (b = 0; b < nbatches; b++)
 		if (batches[b].publisher && !batches[b].publisher->transactional)
 			mark_batch(&batches[b], opts, counts);
-	end_round_transaction();
+	worker_xact_commit(round_cxt);
 }
 
 /*

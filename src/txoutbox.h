@@ -129,6 +129,8 @@ typedef struct DispatchCounts
 } DispatchCounts;
 
 extern void dispatch_round(const DispatchOptions *opts, DispatchCounts *counts);
+extern MemoryContext worker_xact_begin(const char *activity);
+extern void worker_xact_commit(MemoryContext cxt);
 
 /* worker.c */
 extern void txoutbox_register_launcher(void);

@@ -327,13 +327,10 @@ database_being_dropped(void)
 static void
 release_own_leases(const char *consumer)
 {
+	MemoryContext cxt = worker_xact_begin("txoutbox: releasing leases");
 	Datum		arg = CStringGetTextDatum(consumer);
 	Oid			argtype = TEXTOID;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_execute_with_args("UPDATE txoutbox.messages SET available_at = now()"
 							  " WHERE status = 'processing' AND locked_by = $1"
 							  " AND available_at > now()",
@@ -343,9 +340,7 @@ release_own_leases(const char *consumer)
 		ereport(LOG,
 				(errmsg("txoutbox: %s took back %llu message(s) claimed before it restarted",
 						consumer, (unsigned long long) SPI_processed)));
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	worker_xact_commit(cxt);
 }
 
 /* Retention: purge old succeeded messages in small batches, a few per call. */
@@ -358,18 +353,10 @@ purge_old_messages(void)
 
 	for (batches = 0; batches < 10; batches++)
 	{
-		int64		deleted;
+		MemoryContext cxt = worker_xact_begin("txoutbox: purging succeeded messages");
+		int64		deleted = outbox_purge_batch(cutoff, PURGE_BATCH);
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "txoutbox: purging succeeded messages");
-		deleted = outbox_purge_batch(cutoff, PURGE_BATCH);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		worker_xact_commit(cxt);
 		if (deleted < PURGE_BATCH)
 			break;
 		CHECK_FOR_INTERRUPTS();
@@ -396,6 +383,7 @@ dispatcher_iteration(DispatcherState *st)
 	bool		have_extension;
 	TimestampTz now;
 	long		sleep_ms = txoutbox_poll_interval_ms;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	if (RecoveryInProgress())
 	{
@@ -415,6 +403,7 @@ dispatcher_iteration(DispatcherState *st)
 	}
 	have_extension = OidIsValid(get_extension_oid("txoutbox", true));
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 
 	if (!have_extension)
 	{

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# bench/enqueue.sh: figure 1 (issues 2 and 5).  txoutbox.enqueue() vs a plain
+# INSERT of the same row into an equivalent table, pgbench -M prepared,
+# 1 and 2 clients, 1 row per transaction and 100 rows per transaction,
+# fsync = off so that the CPU cost shows rather than the disk flush.
+#
+# The equivalent table is CREATE TABLE bench_plain (LIKE txoutbox.messages
+# INCLUDING ALL) (same columns, defaults, constraints, indexes), with the
+# storage parameters of txoutbox.messages copied and id defaulting to
+# gen_random_uuid().  The plain INSERT writes the same values enqueue writes
+# (topic, payload, max_attempts 10; the rest from the column defaults).
+#
+# The dispatcher is off (txoutbox.workers = 0): this figure is the cost of
+# the call in the enqueuing session; with a worker the messages (which have
+# no route here) would be claimed and retried on the same 2 cores.
+#
+# Each variant runs REPS times (default 2), interleaved, each on an emptied
+# table; the median tps is reported.  Env: DURATION (s, default 20), REPS,
+# CLIENTS (default "1 2").
+. "$(dirname "$0")/lib.sh"
+
+DURATION=${DURATION:-20}
+REPS=${REPS:-2}
+CLIENTS=${CLIENTS:-1 2}
+
+bench_results_init
+bench_install
+bench_start enqueue "fsync = off" "txoutbox.workers = 0"
+
+bench_psql <<'EOF'
+CREATE TABLE bench_plain (LIKE txoutbox.messages INCLUDING ALL);
+ALTER TABLE bench_plain ALTER COLUMN id SET DEFAULT gen_random_uuid();
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE bench_plain SET (%s)',
+                   (SELECT array_to_string(reloptions, ', ') FROM pg_class
+                     WHERE oid = 'txoutbox.messages'::regclass));
+END
+$$;
+EOF
+
+# Check that the two tables are alike (indexes, constraints, defaults).
+bench_psql -c "SELECT count(*) FROM pg_indexes WHERE tablename = 'bench_plain'" | grep -qx 2
+bench_psql -c "SELECT count(*) FROM pg_constraint WHERE conrelid = 'bench_plain'::regclass" | grep -qx 4
+
+s=$BENCH_DIR/scripts
+mkdir -p "$s"
+P="jsonb_build_object('order_id', :n::bigint, 'amount', 1999, 'currency', 'EUR')"
+P100="jsonb_build_object('order_id', :n::bigint + g, 'amount', 1999, 'currency', 'EUR')"
+{ echo '\set n random(1, 1000000000)'
+  echo "INSERT INTO bench_plain (topic, payload, max_attempts) VALUES ('orders.created', $P, 10);"; } >"$s/plain1.sql"
+{ echo '\set n random(1, 1000000000)'
+  echo "SELECT txoutbox.enqueue('orders.created', $P);"; } >"$s/enq_select1.sql"
+{ echo '\set n random(1, 1000000000)'
+  echo "SELECT 1 FROM txoutbox.enqueue('orders.created', $P);"; } >"$s/enq_from1.sql"
+{ echo '\set n random(1, 1000000000)'
+  echo "INSERT INTO bench_plain (topic, payload, max_attempts) SELECT 'orders.created', $P100, 10 FROM generate_series(1, 100) g;"; } >"$s/plain100.sql"
+{ echo '\set n random(1, 1000000000)'
+  echo "SELECT count(*) FROM generate_series(1, 100) g, LATERAL txoutbox.enqueue('orders.created', $P100) e;"; } >"$s/enq100.sql"
+chmod -R a+rX "$s"
+
+# Run one pgbench measurement; print its tps.
+run_one() {
+	local script=$1 clients=$2 out
+	bench_psql -c "TRUNCATE bench_plain, txoutbox.messages" -c "CHECKPOINT" >/dev/null
+	out=$("${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" \
+		pgbench -n -M prepared -c "$clients" -j "$clients" -T "$DURATION" -f "$s/$script.sql" bench 2>&1) || {
+		echo "$out" >&2
+		return 1
+	}
+	echo "$out" | awk '/^tps = / {print $3; exit}'
+}
+
+declare -A tps
+variants1=(plain1 enq_select1 enq_from1)
+variants100=(plain100 enq100)
+for rep in $(seq 1 "$REPS"); do
+	for c in $CLIENTS; do
+		for v in "${variants1[@]}" "${variants100[@]}"; do
+			t=$(run_one "$v" "$c")
+			bench_log "rep $rep, $c client(s), $v: $t tps"
+			tps[$v.$c]="${tps[$v.$c]:-} $t"
+		done
+	done
+done
+
+# Check that enqueue really wrote messages and the plain table rows alike.
+bench_psql -c "SELECT count(*) > 0 FROM txoutbox.messages WHERE status = 'pending' AND max_attempts = 10" | grep -qx t
+
+note="pgbench -M prepared, ${DURATION}s x $REPS interleaved, median; fsync=off, workers=0"
+for c in $CLIENTS; do
+	plain=$(bench_median ${tps[plain1.$c]})
+	sel=$(bench_median ${tps[enq_select1.$c]})
+	from=$(bench_median ${tps[enq_from1.$c]})
+	bench_result "1. enqueue, 1 row/txn, $c client(s): SELECT 1 FROM enqueue(...)" "$from" "txn/s" \
+		"plain INSERT, 1 row/txn" "$plain" "$(bench_ratio "$from" "$plain")" ">= 0.8" "$note"
+	bench_result "1. enqueue, 1 row/txn, $c client(s): SELECT enqueue(...)" "$sel" "txn/s" \
+		"plain INSERT, 1 row/txn" "$plain" "$(bench_ratio "$sel" "$plain")" ">= 0.8" "returns the row to the client"
+	p100=$(bench_median ${tps[plain100.$c]})
+	e100=$(bench_median ${tps[enq100.$c]})
+	bench_result "1. enqueue, 100 rows/txn, $c client(s)" \
+		"$(python3 -c "print(round($e100*100))")" "msg/s" \
+		"plain INSERT ... SELECT 100 rows/txn" "$(python3 -c "print(round($p100*100))")" \
+		"$(bench_ratio "$e100" "$p100")" ">= 0.8" "SELECT count(*) FROM generate_series(1,100) g, LATERAL enqueue(...)"
+done
+
+bench_print_mine

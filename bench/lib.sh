@@ -1,0 +1,152 @@
+# bench/lib.sh: shared by the bench scripts (sourced, not run).
+#
+# Each script gets its own throwaway cluster: initdb in a private folder under
+# /tmp, its own port, its unix socket in that folder (no TCP), run as the user
+# postgres, txoutbox preloaded.  The extension is built from this repository
+# and installed first (serialised with other sessions by a lock); bench/run
+# does that once and tells the scripts to skip it (TXOUTBOX_BENCH_INSTALLED=1).
+#
+# Results: every script appends rows to $BENCH_RESULTS (TSV, see
+# bench/table.py) and prints its own table; bench/run prints them all.
+
+set -euo pipefail
+
+BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_BIN=$(pg_config --bindir)
+if [ "$(id -u)" = 0 ]; then BENCH_AS=(runuser -u postgres --); else BENCH_AS=(); fi
+
+bench_log() { printf '[%s %s] %s\n' "$(date -u +%H:%M:%S)" "${BENCH_NAME:-bench}" "$*" >&2; }
+
+# Build and install the extension from this tree (once per bench/run).
+bench_install() {
+	if [ "${TXOUTBOX_BENCH_INSTALLED:-0}" = 1 ]; then return; fi
+	local build
+	build=$(mktemp -d /tmp/txoutbox-bench-build.XXXXXX)
+	cp -a "$BENCH_SRC"/. "$build"/
+	rm -rf "$build"/.git "$build"/results "$build"/tmp_check*
+	bench_log "building txoutbox in $build"
+	(cd "$build" && make -s with_llvm=no clean >/dev/null && make -s with_llvm=no >/dev/null)
+	if [ "$(id -u)" = 0 ]; then
+		(cd "$build" && flock /tmp/txoutbox-install.lock make -s with_llvm=no install >/dev/null)
+	else
+		(cd "$build" && flock /tmp/txoutbox-install.lock sudo make -s with_llvm=no install >/dev/null)
+	fi
+	rm -rf "$build"
+	export TXOUTBOX_BENCH_INSTALLED=1
+}
+
+# A TCP port nobody listens on (the cluster listens on its socket only, but
+# the port names the socket and the shared memory key).
+bench_free_port() {
+	python3 - <<'EOF'
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 40000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+EOF
+}
+
+# bench_start NAME [extra postgresql.conf lines...]
+# Sets BENCH_DIR, PGHOST, PGPORT, PGDATABASE=bench, and stops the cluster at exit.
+bench_start() {
+	BENCH_NAME=$1
+	shift
+	BENCH_DIR=$(mktemp -d "/tmp/txoutbox-bench-$BENCH_NAME.XXXXXX")
+	chmod 755 "$BENCH_DIR"
+	[ "$(id -u)" = 0 ] && chown postgres "$BENCH_DIR"
+	export PGHOST=$BENCH_DIR PGPORT
+	PGPORT=$(bench_free_port)
+	export PGDATABASE=bench PGUSER=postgres
+	"${BENCH_AS[@]}" "$BENCH_BIN/initdb" -D "$BENCH_DIR/data" -U postgres --auth=trust \
+		--no-sync -E UTF8 --locale=C >"$BENCH_DIR/initdb.log" 2>&1
+	{
+		echo "port = $PGPORT"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$BENCH_DIR'"
+		echo "shared_preload_libraries = 'txoutbox'"
+		echo "txoutbox.database = 'bench'"
+		echo "max_worker_processes = 16"
+		echo "shared_buffers = 512MB"
+		echo "max_wal_size = 8GB"
+		echo "checkpoint_timeout = 30min"
+		echo "log_min_messages = warning"
+		echo "logging_collector = off"
+		for line in "$@"; do echo "$line"; done
+	} >>"$BENCH_DIR/data/postgresql.conf"
+	trap bench_stop EXIT
+	"${BENCH_AS[@]}" "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
+	bench_psql -d postgres -c "CREATE DATABASE bench"
+	bench_psql -c "CREATE EXTENSION txoutbox"
+	bench_log "cluster up: $BENCH_DIR port $PGPORT"
+}
+
+bench_stop() {
+	if [ -n "${BENCH_DIR:-}" ] && [ -f "$BENCH_DIR/data/postmaster.pid" ]; then
+		"${BENCH_AS[@]}" "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+	fi
+	if [ -n "${BENCH_DIR:-}" ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
+		rm -rf "$BENCH_DIR"
+	fi
+}
+
+# psql on the bench cluster: quiet, unaligned, stop on error.
+bench_psql() {
+	"${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE="${PGDATABASE}" \
+		psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+}
+
+# Set a reloadable server setting and reload.
+bench_set() {
+	bench_psql -c "ALTER SYSTEM SET $1 = '$2'" -c "SELECT pg_reload_conf()" >/dev/null
+	sleep 0.3
+}
+
+# Restart the server (for settings that need it).
+bench_restart() {
+	"${BENCH_AS[@]}" "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -m fast -w restart >/dev/null
+}
+
+# Append one result row.  Columns: figure, value, unit, baseline name,
+# baseline value, ratio, target, note.
+bench_result() {
+	local IFS=$'\t'
+	echo "$*" >>"$BENCH_RESULTS"
+}
+
+# Median of the numbers given as arguments.
+bench_median() {
+	python3 -c 'import statistics,sys; print("%.1f" % statistics.median(float(x) for x in sys.argv[1:]))' "$@"
+}
+
+# a / b with 2 decimals.
+bench_ratio() {
+	python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print("%.2f" % (a/b) if b else "n/a")' "$1" "$2"
+}
+
+bench_results_init() {
+	if [ -z "${BENCH_RESULTS:-}" ]; then
+		BENCH_RESULTS=$(mktemp /tmp/txoutbox-bench-results.XXXXXX)
+		BENCH_OWN_RESULTS=1
+	fi
+	export BENCH_RESULTS
+	BENCH_MY_START=$(wc -l <"$BENCH_RESULTS")
+}
+
+# Print the rows this script added.
+bench_print_mine() {
+	tail -n +"$((BENCH_MY_START + 1))" "$BENCH_RESULTS" | python3 "$BENCH_SRC/bench/table.py"
+	if [ "${BENCH_OWN_RESULTS:-0}" = 1 ]; then rm -f "$BENCH_RESULTS"; fi
+}
+
+# RSS (kB) of a pid from /proc/<pid>/status.
+bench_rss_kb() {
+	awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
