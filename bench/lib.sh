@@ -85,6 +85,10 @@ bench_start() {
 	"${BENCH_AS[@]}" "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
 	bench_psql -d postgres -c "CREATE DATABASE bench"
 	bench_psql -c "CREATE EXTENSION txoutbox"
+	# Restart so that the dispatchers start on a database that exists, then
+	# wait until they are up.
+	bench_restart
+	bench_wait_workers
 	bench_log "cluster up: $BENCH_DIR port $PGPORT"
 }
 
@@ -112,6 +116,20 @@ bench_set() {
 # Restart the server (for settings that need it).
 bench_restart() {
 	"${BENCH_AS[@]}" "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -m fast -w restart >/dev/null
+}
+
+# Wait (up to 30 s) until txoutbox.workers dispatchers have a pid.
+bench_wait_workers() {
+	local want i
+	want=$(bench_psql -c "SHOW txoutbox.workers")
+	for i in $(seq 1 300); do
+		if [ "$(bench_psql -c "SELECT count(pid) FROM txoutbox.worker_status()")" -ge "$want" ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	bench_log "dispatchers did not start"
+	return 1
 }
 
 # Append one result row.  Columns: figure, value, unit, baseline name,

@@ -4,10 +4,13 @@ CREATE EXTENSION txoutbox;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
--- The objects of SPEC.md exist, in schema txoutbox.
+-- The functions of SPEC.md exist in schema txoutbox, with the parameter
+-- names of the contract.
 SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) AS args
   FROM pg_catalog.pg_proc p
  WHERE p.pronamespace = 'txoutbox'::regnamespace
+   AND p.proname IN ('enqueue', 'claim', 'mark_succeeded', 'mark_failed', 'get', 'list',
+                     'replay', 'purge', 'dispatch', 'add_route', 'remove_route', 'worker_status')
  ORDER BY p.proname;
 SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
  WHERE c.relnamespace = 'txoutbox'::regnamespace AND c.relkind IN ('r', 'v')

@@ -48,6 +48,21 @@ COMMENT ON TABLE txoutbox.messages IS 'txoutbox messages: enqueue with txoutbox.
 CREATE INDEX messages_claim_idx ON txoutbox.messages (available_at, id)
     WHERE status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'retrying', 'processing']::text[]);
 
+-- Ordered routes: the claim looks for an older unfinished message of the same
+-- topic and key.  Only keyed, unfinished (or failed, which blocks its key)
+-- rows are in this index; a succeeded message leaves it.
+CREATE INDEX messages_key_order_idx ON txoutbox.messages (topic, message_key, id)
+    WHERE message_key IS NOT NULL
+      AND status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'processing', 'retrying', 'failed']::text[]);
+
+-- Failed messages an operator skipped with skip(): they no longer block
+-- their key on an ordered route.
+CREATE TABLE txoutbox.skipped_messages (
+    id          uuid        NOT NULL,
+    skipped_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT skipped_messages_pkey PRIMARY KEY (id)
+);
+
 -- Routes: which publisher a topic goes to.
 CREATE TABLE txoutbox.routes (
     id             bigint      GENERATED ALWAYS AS IDENTITY,
@@ -122,6 +137,17 @@ CREATE FUNCTION txoutbox.replay(id uuid)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_replay'
     LANGUAGE C VOLATILE;
+
+CREATE FUNCTION txoutbox.skip(id uuid)
+RETURNS txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_skip'
+    LANGUAGE C VOLATILE;
+
+-- Used by claim(): is the most specific matching pattern an ordered route?
+CREATE FUNCTION txoutbox._topic_is_ordered(topic text, patterns text[], ordered boolean[])
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'txoutbox_topic_is_ordered'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Reading and housekeeping (SQL) ------------------------------------------------
 
@@ -204,10 +230,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name succeeded and/or failed.';
     END IF;
-    DELETE FROM txoutbox.messages m
-     WHERE m.status OPERATOR(pg_catalog.=) ANY (purge.statuses)
-       AND m.updated_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) purge.older_than;
-    GET DIAGNOSTICS deleted = ROW_COUNT;
+    WITH gone AS (
+        DELETE FROM txoutbox.messages m
+         WHERE m.status OPERATOR(pg_catalog.=) ANY (purge.statuses)
+           AND m.updated_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) purge.older_than
+        RETURNING m.id
+    ), unskip AS (
+        DELETE FROM txoutbox.skipped_messages k USING gone WHERE k.id OPERATOR(pg_catalog.=) gone.id
+    )
+    SELECT pg_catalog.count(*) INTO deleted FROM gone;
     RETURN deleted;
 END
 $$;
@@ -273,8 +304,57 @@ RETURNS TABLE (worker integer, pid integer, state text, started_at timestamptz,
     AS 'MODULE_PATHNAME', 'txoutbox_worker_status'
     LANGUAGE C VOLATILE;
 
+-- Change capture: CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t
+--   FOR EACH ROW EXECUTE FUNCTION txoutbox.capture('topic' [, 'key_column']);
+-- enqueues {"op","table","schema","old","new"} per row change, keyed by the
+-- named column (of the new row, or the old one for a DELETE).
+CREATE FUNCTION txoutbox.capture()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    key text;
+BEGIN
+    IF TG_LEVEL OPERATOR(pg_catalog.<>) 'ROW' OR TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' THEN
+        RAISE EXCEPTION 'txoutbox.capture() must be a FOR EACH ROW trigger on INSERT, UPDATE or DELETE'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF TG_NARGS OPERATOR(pg_catalog.<) 1 OR TG_NARGS OPERATOR(pg_catalog.>) 2 THEN
+        RAISE EXCEPTION 'txoutbox.capture() takes a topic and optionally a key column, not % arguments', TG_NARGS
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+        old_row := pg_catalog.to_jsonb(OLD);
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+        new_row := pg_catalog.to_jsonb(NEW);
+    END IF;
+    IF TG_NARGS OPERATOR(pg_catalog.=) 2 THEN
+        IF NOT (pg_catalog.coalesce(new_row, old_row) OPERATOR(pg_catalog.?) TG_ARGV[1]) THEN
+            RAISE EXCEPTION 'column "%" does not exist in table %.%', TG_ARGV[1], TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        key := pg_catalog.coalesce(new_row, old_row) OPERATOR(pg_catalog.->>) TG_ARGV[1];
+    END IF;
+    PERFORM txoutbox.enqueue(
+        topic => TG_ARGV[0],
+        payload => pg_catalog.jsonb_build_object('op', TG_OP, 'table', TG_TABLE_NAME,
+                                                 'schema', TG_TABLE_SCHEMA, 'old', old_row, 'new', new_row),
+        message_key => key);
+    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Per topic and status: how many messages, the age of the oldest, and the
 -- route (publisher is NULL and unrouted is true when no enabled route matches).
+-- blocked_keys: on an ordered route, the keys a failed (not skipped) message
+-- holds up, counted on the topic's failed row.
 CREATE VIEW txoutbox.stats AS
 SELECT s.topic,
        s.status,
@@ -283,7 +363,17 @@ SELECT s.topic,
        pg_catalog.now() OPERATOR(pg_catalog.-) s.oldest_created_at AS oldest_age,
        r.id AS route_id,
        r.publisher,
-       (r.id IS NULL) AS unrouted
+       (r.id IS NULL) AS unrouted,
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'failed'
+                 AND r.config OPERATOR(pg_catalog.->) 'ordered' OPERATOR(pg_catalog.=) 'true'::jsonb
+            THEN (SELECT pg_catalog.count(DISTINCT f.message_key)
+                    FROM txoutbox.messages f
+                   WHERE f.topic OPERATOR(pg_catalog.=) s.topic
+                     AND f.status OPERATOR(pg_catalog.=) 'failed'
+                     AND f.message_key IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM txoutbox.skipped_messages k
+                                      WHERE k.id OPERATOR(pg_catalog.=) f.id))
+            ELSE 0 END AS blocked_keys
   FROM (SELECT m.topic, m.status, pg_catalog.count(*) AS messages,
                pg_catalog.min(m.created_at) AS oldest_created_at
           FROM txoutbox.messages m

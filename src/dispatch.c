@@ -170,6 +170,8 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 	Datum	   *reasons = palloc(sizeof(Datum) * Max(b->n, 1));
 	Datum	   *next_at = palloc(sizeof(Datum) * Max(b->n, 1));
 	bool	   *next_null = palloc(sizeof(bool) * Max(b->n, 1));
+	Datum	   *max_att = palloc(sizeof(Datum) * Max(b->n, 1));
+	bool	   *max_null = palloc(sizeof(bool) * Max(b->n, 1));
 	int			nok = 0,
 				nbad = 0,
 				i;
@@ -178,6 +180,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 	for (i = 0; i < b->n; i++)
 	{
 		PublishItem *it = &b->items[i];
+		const RoutePolicy *policy = it->route ? &it->route->policy : NULL;
 
 		if (it->outcome == PUBLISH_SUCCEEDED)
 		{
@@ -185,6 +188,8 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 			continue;
 		}
 		bad_ids[nbad] = UUIDPGetDatum(&it->msg->id);
+		max_null[nbad] = (policy == NULL || policy->max_attempts <= 0);
+		max_att[nbad] = Int32GetDatum(max_null[nbad] ? 0 : policy->max_attempts);
 		reasons[nbad] = CStringGetTextDatum(it->error ? it->error : "unknown error");
 		next_null[nbad] = (it->outcome == PUBLISH_FAILED);
 		if (!next_null[nbad])
@@ -192,11 +197,15 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 			int64		delay;
 
 			if (it->retry_after_ms >= 0)
-				delay = Min(it->retry_after_ms, (int64) txoutbox_retry_max_delay_ms);
+				delay = Min(it->retry_after_ms,
+							(policy && policy->retry_max_delay_ms >= 0) ?
+							policy->retry_max_delay_ms : (int64) txoutbox_retry_max_delay_ms);
 			else if (opts->retry_delay_ms >= 0)
 				delay = opts->retry_delay_ms;
 			else
-				delay = retry_backoff_ms(it->msg->attempt_count);
+				delay = retry_backoff_ms(it->msg->attempt_count,
+										 policy ? policy->retry_base_delay_ms : -1,
+										 policy ? policy->retry_max_delay_ms : -1);
 			next_at[nbad] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(now, delay));
 		}
 		else
@@ -221,6 +230,8 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 										  PointerGetDatum(construct_array(reasons, nbad, TEXTOID, -1, false, TYPALIGN_INT)),
 										  PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
 																			 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+										  PointerGetDatum(construct_md_array(max_att, max_null, 1, dims, lbs,
+																			 INT4OID, 4, true, TYPALIGN_INT)),
 										  opts->consumer, now);
 		counts->retried += retried;
 		counts->failed += (int) SPI_processed - retried;

@@ -39,12 +39,14 @@
 	"available_at, locked_at, locked_by, published_at, created_at, updated_at"
 
 #define UNFINISHED "'{pending,retrying,processing}'::text[]"
+#define KEY_BLOCKING "'{pending,processing,retrying,failed}'::text[]"
 
 PG_FUNCTION_INFO_V1(txoutbox_enqueue);
 PG_FUNCTION_INFO_V1(txoutbox_claim);
 PG_FUNCTION_INFO_V1(txoutbox_mark_succeeded);
 PG_FUNCTION_INFO_V1(txoutbox_mark_failed);
 PG_FUNCTION_INFO_V1(txoutbox_replay);
+PG_FUNCTION_INFO_V1(txoutbox_skip);
 
 /* Prepare sql once per backend and keep the plan. */
 static SPIPlanPtr
@@ -282,14 +284,27 @@ outbox_claim(const ClaimRequest *req)
 	nulls[6] = req->route_prefixes ? ' ' : 'n';
 
 	cached_plan(&plan,
-				"WITH candidates AS MATERIALIZED ("
+				"WITH r AS MATERIALIZED ("
+				"  SELECT array_agg(topic_pattern) AS patterns,"
+				"         array_agg(config -> 'ordered' = 'true'::jsonb) AS ordered,"
+				"         coalesce(bool_or(config -> 'ordered' = 'true'::jsonb), false) AS any_ordered"
+				"    FROM txoutbox.routes WHERE enabled"
+				"), candidates AS MATERIALIZED ("
 				"  SELECT m.id, m.available_at AS due,"
 				"         (m.status = 'processing' AND m.attempt_count >= m.max_attempts) AS exhausted"
-				"    FROM txoutbox.messages m"
+				"    FROM r, txoutbox.messages m"
 				"   WHERE m.status = ANY (" UNFINISHED ")"
 				"     AND m.available_at <= $5"
 				"     AND ($3::text IS NULL OR m.topic = $3)"
 				"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))"
+				/* ordered routes: only the oldest unfinished message of a key */
+				"     AND (NOT r.any_ordered OR m.message_key IS NULL"
+				"          OR NOT txoutbox._topic_is_ordered(m.topic, r.patterns, r.ordered)"
+				"          OR NOT EXISTS (SELECT 1 FROM txoutbox.messages e"
+				"                          WHERE e.topic = m.topic AND e.message_key = m.message_key"
+				"                            AND e.id < m.id AND e.status = ANY (" KEY_BLOCKING ")"
+				"                            AND NOT (e.status = 'failed' AND EXISTS"
+				"                                 (SELECT 1 FROM txoutbox.skipped_messages k WHERE k.id = e.id))))"
 				"   ORDER BY m.available_at, m.id"
 				"   LIMIT $2"
 				"   FOR UPDATE OF m SKIP LOCKED"
@@ -392,7 +407,8 @@ report_refused_transition(Datum id, const char *action, const char *required_sta
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot %s message %s: its status is %s", action, idstr, status),
 				 errdetail("Only a %s message can be %s.", required_status,
-						   strcmp(action, "replay") == 0 ? "replayed" : "marked")));
+						   strcmp(action, "replay") == 0 ? "replayed" :
+						   strcmp(action, "skip") == 0 ? "skipped" : "marked")));
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("cannot %s message %s: its status is %s and it is held by consumer \"%s\", not \"%s\"",
@@ -507,6 +523,7 @@ txoutbox_replay(PG_FUNCTION_ARGS)
 	values[0] = PG_GETARG_DATUM(0);
 
 	result = transition_one(&plan,
+							"WITH unskip AS (DELETE FROM txoutbox.skipped_messages WHERE id = $1)"
 							"UPDATE txoutbox.messages"
 							"   SET status = 'pending', attempt_count = 0, available_at = now(),"
 							"       locked_by = NULL, locked_at = NULL, published_at = NULL,"
@@ -514,6 +531,35 @@ txoutbox_replay(PG_FUNCTION_ARGS)
 							" WHERE id = $1 AND status = 'failed'"
 							" RETURNING " MESSAGE_COLUMNS,
 							1, argtypes, values, NULL, "replay", "failed", NULL);
+	txoutbox_wake_at_commit();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * SQL: skip(id): a failed message stops blocking its key on an ordered
+ * route (it stays failed; replay() undoes the skip).
+ */
+Datum
+txoutbox_skip(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[1] = {UUIDOID};
+	Datum		values[1];
+	Datum		result;
+
+	txoutbox_require_preload();
+	if (PG_ARGISNULL(0))
+		null_argument("id");
+	values[0] = PG_GETARG_DATUM(0);
+
+	result = transition_one(&plan,
+							"WITH skip AS (INSERT INTO txoutbox.skipped_messages (id)"
+							"  SELECT id FROM txoutbox.messages WHERE id = $1 AND status = 'failed'"
+							"  ON CONFLICT DO NOTHING)"
+							"UPDATE txoutbox.messages SET updated_at = now()"
+							" WHERE id = $1 AND status = 'failed'"
+							" RETURNING " MESSAGE_COLUMNS,
+							1, argtypes, values, NULL, "skip", "failed", NULL);
 	txoutbox_wake_at_commit();
 	PG_RETURN_DATUM(result);
 }
@@ -543,18 +589,19 @@ outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz publishe
 }
 
 /*
- * Dispatcher: record failures (parallel arrays uuid[], text[], timestamptz[];
- * a NULL next attempt fails the message at once).  Returns how many went to
+ * Dispatcher: record failures (parallel arrays uuid[], text[], timestamptz[],
+ * int[]; a NULL next attempt fails the message at once; a non-NULL max
+ * attempts is the route's, overriding the message's).  Returns how many went to
  * retrying; SPI_processed minus that failed.  Caller is connected to SPI.
  */
 int
-outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
+outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max_attempts,
 						const char *consumer, TimestampTz failed_at)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[5] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	TEXTOID, TIMESTAMPTZOID};
-	Datum		values[5];
+	static Oid	argtypes[6] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID};
+	Datum		values[6];
 	uint64		i;
 	int			retried = 0;
 
@@ -563,17 +610,20 @@ outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
 	values[2] = next_attempts;
 	values[3] = CStringGetTextDatum(consumer);
 	values[4] = TimestampTzGetDatum(failed_at);
+	values[5] = max_attempts;
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages m"
-				"   SET status = CASE WHEN f.next_at IS NOT NULL AND m.attempt_count < m.max_attempts"
+				"   SET status = CASE WHEN f.next_at IS NOT NULL"
+				"                      AND m.attempt_count < coalesce(f.max_attempts, m.max_attempts)"
 				"                     THEN 'retrying' ELSE 'failed' END,"
-				"       available_at = CASE WHEN f.next_at IS NOT NULL AND m.attempt_count < m.max_attempts"
+				"       available_at = CASE WHEN f.next_at IS NOT NULL"
+				"                           AND m.attempt_count < coalesce(f.max_attempts, m.max_attempts)"
 				"                           THEN f.next_at ELSE m.available_at END,"
 				"       last_error = f.reason, locked_by = NULL, locked_at = NULL, updated_at = $5"
-				"  FROM unnest($1, $2, $3) AS f(id, reason, next_at)"
+				"  FROM unnest($1, $2, $3, $6) AS f(id, reason, next_at, max_attempts)"
 				" WHERE m.id = f.id AND m.status = 'processing' AND m.locked_by = $4"
 				" RETURNING m.status = 'retrying'",
-				5, argtypes);
+				6, argtypes);
 	run_plan(plan, values, NULL, SPI_OK_UPDATE_RETURNING);
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -645,16 +695,19 @@ outbox_next_due(Datum route_exact, Datum route_prefixes)
 
 /*
  * Delay before the attempt after attempt number `attempt`: exponential from
- * txoutbox.retry_base_delay, capped by txoutbox.retry_max_delay, with up to
- * 20% jitter taken off (so successive delays still grow).
+ * the base delay, capped by the max delay, with up to 20% jitter taken off
+ * (so successive delays still grow).  base_ms / max_ms < 0 mean the
+ * settings txoutbox.retry_base_delay / txoutbox.retry_max_delay.
  */
 int64
-retry_backoff_ms(int attempt)
+retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms)
 {
-	double		base = txoutbox_retry_base_delay_ms;
-	double		cap = Max(txoutbox_retry_max_delay_ms, txoutbox_retry_base_delay_ms);
-	double		d = base * pow(2.0, Max(attempt, 1) - 1);
+	double		base = base_ms >= 0 ? base_ms : txoutbox_retry_base_delay_ms;
+	double		cap = max_ms >= 0 ? max_ms : txoutbox_retry_max_delay_ms;
+	double		d;
 
+	cap = Max(cap, base);
+	d = base * pow(2.0, Min(Max(attempt, 1) - 1, 60));
 	if (d > cap)
 		d = cap;
 	d *= 0.8 + 0.2 * pg_prng_double(&pg_global_prng_state);

@@ -79,7 +79,25 @@ publisher_build_envelope(StringInfo buf, const OutboxMessage *msg, bool with_pay
 	appendStringInfoChar(buf, '}');
 }
 
-/* Route config must be an object whose keys are all in allowed (NULL-ended). */
+/* Keys of the delivery policy, allowed in every route's config (routes.c). */
+static const char *const policy_keys[] = {
+	"ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms", NULL
+};
+
+/* Is key (of len bytes) one of the NULL-ended list? */
+static bool
+key_in(const char *const *list, const char *key, int len)
+{
+	for (; *list; list++)
+		if (strlen(*list) == (size_t) len && strncmp(*list, key, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Route config must be an object whose keys are all in allowed (NULL-ended)
+ * or are delivery-policy keys.
+ */
 void
 jsonb_config_check_keys(Jsonb *config, const char *publisher, const char *const *allowed)
 {
@@ -95,16 +113,10 @@ jsonb_config_check_keys(Jsonb *config, const char *publisher, const char *const 
 	it = JsonbIteratorInit(&config->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		const char *const *a;
-		bool		known = false;
-
 		if (tok != WJB_KEY)
 			continue;
-		for (a = allowed; *a; a++)
-			if (strlen(*a) == (size_t) v.val.string.len &&
-				strncmp(*a, v.val.string.val, v.val.string.len) == 0)
-				known = true;
-		if (!known)
+		if (!key_in(allowed, v.val.string.val, v.val.string.len) &&
+			!key_in(policy_keys, v.val.string.val, v.val.string.len))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown field \"%.*s\" in config of a %s route",

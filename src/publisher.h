@@ -45,6 +45,18 @@ typedef struct OutboxMessage
 	Datum		row;			/* the whole txoutbox.messages row */
 } OutboxMessage;
 
+/*
+ * Delivery policy any route's config may set, whatever its publisher:
+ * "ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms".
+ */
+typedef struct RoutePolicy
+{
+	bool		ordered;		/* per-key order: one message of a key at a time */
+	int32		max_attempts;	/* 0: the message's own max_attempts */
+	int64		retry_base_delay_ms;	/* < 0: txoutbox.retry_base_delay */
+	int64		retry_max_delay_ms; /* < 0: txoutbox.retry_max_delay */
+} RoutePolicy;
+
 /* An enabled route, with its config parsed by its publisher. */
 typedef struct OutboxRoute
 {
@@ -54,6 +66,7 @@ typedef struct OutboxRoute
 	int			prefix_len;		/* characters before the '*' */
 	const struct Publisher *publisher;
 	Jsonb	   *config;
+	RoutePolicy policy;			/* delivery policy from the config */
 	void	   *parsed;			/* what parse_config returned */
 	char	   *broken;			/* why parse_config refused it, or NULL */
 } OutboxRoute;
@@ -110,6 +123,7 @@ typedef struct RouteSet
 } RouteSet;
 
 /* routes.c */
+extern void route_policy_parse(Jsonb *config, RoutePolicy *policy);
 extern void routes_load(RouteSet *set, MemoryContext cxt);
 extern OutboxRoute *routes_match(const RouteSet *set, const char *topic);
 

@@ -26,6 +26,7 @@
 #include "txoutbox.h"
 
 PG_FUNCTION_INFO_V1(txoutbox_add_route);
+PG_FUNCTION_INFO_V1(txoutbox_topic_is_ordered);
 
 /* ERROR unless pattern is an exact topic or a prefix ending in '*'. */
 static void
@@ -60,6 +61,45 @@ lookup_publisher_or_error(const char *name)
 	return p;
 }
 
+/* An integer policy field within [min, max], or dflt when absent. */
+static int64
+policy_int(Jsonb *config, const char *key, int64 min, int64 max, int64 dflt)
+{
+	int64		v;
+
+	if (!jsonb_config_int(config, key, &v))
+		return dflt;
+	if (v < min || v > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("route config field \"%s\" must be between " INT64_FORMAT " and " INT64_FORMAT,
+						key, min, max)));
+	return v;
+}
+
+/*
+ * The delivery policy of a route's config (see RoutePolicy); ERROR on a bad
+ * value.  The config is already known to be an object.
+ */
+void
+route_policy_parse(Jsonb *config, RoutePolicy *policy)
+{
+	JsonbValue	v;
+
+	policy->ordered = false;
+	if (getKeyJsonValueFromContainer(&config->root, "ordered", 7, &v) && v.type != jbvNull)
+	{
+		if (v.type != jbvBool)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("route config field \"ordered\" must be true or false")));
+		policy->ordered = v.val.boolean;
+	}
+	policy->max_attempts = (int32) policy_int(config, "max_attempts", 1, 1000000, 0);
+	policy->retry_base_delay_ms = policy_int(config, "retry_base_delay_ms", 1, INT_MAX, -1);
+	policy->retry_max_delay_ms = policy_int(config, "retry_max_delay_ms", 1, INT_MAX, -1);
+}
+
 /* SQL: add_route(topic_pattern, publisher, config) */
 Datum
 txoutbox_add_route(PG_FUNCTION_ARGS)
@@ -90,6 +130,11 @@ txoutbox_add_route(PG_FUNCTION_ARGS)
 		values[2] = PG_GETARG_DATUM(2);
 	config = DatumGetJsonbP(values[2]);
 	(void) p->parse_config(config);
+	{
+		RoutePolicy policy;
+
+		route_policy_parse(config, &policy);
+	}
 
 	values[0] = CStringGetTextDatum(pattern);
 	values[1] = CStringGetTextDatum(publisher);
@@ -124,6 +169,7 @@ parse_route(void *arg)
 	OutboxRoute *r = ((ParseArgs *) arg)->route;
 
 	r->parsed = r->publisher->parse_config(r->config);
+	route_policy_parse(r->config, &r->policy);
 }
 
 /* A text[] Datum of n C strings, allocated in the current context. */
@@ -228,4 +274,62 @@ routes_match(const RouteSet *set, const char *topic)
 			best = r;
 	}
 	return best;
+}
+
+/*
+ * SQL: _topic_is_ordered(topic, patterns text[], ordered bool[]): is the
+ * most specific of the patterns that matches topic an ordered route?  The
+ * claim query calls it for keyed messages when some route is ordered.
+ */
+Datum
+txoutbox_topic_is_ordered(PG_FUNCTION_ARGS)
+{
+	text	   *topic = PG_GETARG_TEXT_PP(0);
+	const char *t = VARDATA_ANY(topic);
+	int			tlen = VARSIZE_ANY_EXHDR(topic);
+	Datum	   *patterns;
+	bool	   *pnulls;
+	Datum	   *ordered;
+	bool	   *onulls;
+	int			np,
+				no,
+				i,
+				best = -1,
+				best_len = -1;
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
+					  &patterns, &pnulls, &np);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), BOOLOID, 1, true, TYPALIGN_CHAR,
+					  &ordered, &onulls, &no);
+	if (np != no)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("patterns and ordered must have the same length")));
+
+	for (i = 0; i < np; i++)
+	{
+		text	   *pat;
+		const char *p;
+		int			plen;
+
+		if (pnulls[i])
+			continue;
+		pat = DatumGetTextPP(patterns[i]);
+		p = VARDATA_ANY(pat);
+		plen = VARSIZE_ANY_EXHDR(pat);
+		if (plen > 0 && p[plen - 1] == '*')
+		{
+			if (plen - 1 <= tlen && memcmp(p, t, plen - 1) == 0 && plen - 1 > best_len)
+			{
+				best = i;
+				best_len = plen - 1;
+			}
+		}
+		else if (plen == tlen && memcmp(p, t, plen) == 0)
+		{
+			best = i;
+			break;
+		}
+	}
+	PG_RETURN_BOOL(best >= 0 && !onulls[best] && DatumGetBool(ordered[best]));
 }

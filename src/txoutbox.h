@@ -100,10 +100,11 @@ extern int	outbox_claim(const ClaimRequest *req);	/* rows in SPI_tuptable */
 extern int	outbox_mark_succeeded_many(Datum ids, const char *consumer,
 									   TimestampTz published_at);
 extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
-									const char *consumer, TimestampTz failed_at);
+									Datum max_attempts, const char *consumer,
+									TimestampTz failed_at);
 extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
 extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
-extern int64 retry_backoff_ms(int attempt);
+extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);
 
 /* dispatch.c */
 typedef struct DispatchOptions
