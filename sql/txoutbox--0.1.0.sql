@@ -333,11 +333,11 @@ BEGIN
         new_row := pg_catalog.to_jsonb(NEW);
     END IF;
     IF TG_NARGS OPERATOR(pg_catalog.=) 2 THEN
-        IF NOT (pg_catalog.coalesce(new_row, old_row) OPERATOR(pg_catalog.?) TG_ARGV[1]) THEN
+        IF NOT (COALESCE(new_row, old_row) OPERATOR(pg_catalog.?) TG_ARGV[1]) THEN
             RAISE EXCEPTION 'column "%" does not exist in table %.%', TG_ARGV[1], TG_TABLE_SCHEMA, TG_TABLE_NAME
                 USING ERRCODE = 'undefined_column';
         END IF;
-        key := pg_catalog.coalesce(new_row, old_row) OPERATOR(pg_catalog.->>) TG_ARGV[1];
+        key := COALESCE(new_row, old_row) OPERATOR(pg_catalog.->>) TG_ARGV[1];
     END IF;
     PERFORM txoutbox.enqueue(
         topic => TG_ARGV[0],

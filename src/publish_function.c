@@ -8,7 +8,9 @@
  *
  * Transactional: each call runs in its own subtransaction of the claiming
  * transaction, so what the function wrote commits with the succeeded mark,
- * and what a raising call wrote is rolled back.
+ * and what a raising call wrote is rolled back.  "timeout_ms" in the config
+ * bounds each call in the worker (a statement timeout around the call); in
+ * dispatch() the caller's own statement_timeout applies.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,7 +19,9 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "parser/parse_func.h"
+#include "utils/timeout.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
@@ -25,7 +29,13 @@
 
 #include "publisher.h"
 
-static const char *const function_keys[] = {"function", NULL};
+static const char *const function_keys[] = {"function", "timeout_ms", NULL};
+
+typedef struct FunctionRoute
+{
+	Oid			fn;
+	int			timeout_ms;		/* 0: none */
+} FunctionRoute;
 
 typedef struct FunctionCallArgs
 {
@@ -53,12 +63,13 @@ lookup_publisher_function(const char *name)
 	return fn;
 }
 
-/* Config {"function": "schema.name"}: the function must exist now. */
+/* Config {"function": "schema.name", "timeout_ms": n}: the function must exist now. */
 static void *
 function_parse_config(Jsonb *config)
 {
 	char	   *name;
-	Oid		   *fn = palloc(sizeof(Oid));
+	FunctionRoute *route = palloc0(sizeof(FunctionRoute));
+	int64		timeout;
 
 	jsonb_config_check_keys(config, "function", function_keys);
 	name = jsonb_config_string(config, "function");
@@ -66,8 +77,16 @@ function_parse_config(Jsonb *config)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a function route needs \"function\" in its config")));
-	*fn = lookup_publisher_function(name);
-	return fn;
+	route->fn = lookup_publisher_function(name);
+	if (jsonb_config_int(config, "timeout_ms", &timeout))
+	{
+		if (timeout < 1 || timeout > 3600 * 1000)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("route config field \"timeout_ms\" must be between 1 and 3600000")));
+		route->timeout_ms = (int) timeout;
+	}
+	return route;
 }
 
 /* Subtransaction body: call the function with the row, ignore its result. */
@@ -96,9 +115,21 @@ function_publish(PublishItem *items, int n)
 		FunctionCallArgs args;
 		char	   *error = NULL;
 
-		args.fn = *(Oid *) items[i].route->parsed;
+		const FunctionRoute *route = (const FunctionRoute *) items[i].route->parsed;
+		bool		ok;
+
+		args.fn = route->fn;
 		args.row = items[i].msg->row;
-		if (try_in_subtransaction(call_function, &args, &error))
+		if (route->timeout_ms > 0 && IsBackgroundWorker)
+			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);
+		ok = try_in_subtransaction(call_function, &args, &error);
+		if (route->timeout_ms > 0 && IsBackgroundWorker)
+		{
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			/* a timeout that fired just after the call must not cancel the round */
+			QueryCancelPending = false;
+		}
+		if (ok)
 			publisher_set_outcome(&items[i], PUBLISH_SUCCEEDED, NULL);
 		else
 			publisher_set_outcome(&items[i], PUBLISH_RETRY, "%s raised: %s",

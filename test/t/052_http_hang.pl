@@ -198,6 +198,8 @@ ok(wait_until('a second request to /hang2', sub { sink_requests($sink, '/hang2')
 my @h3 = sink_requests($sink, '/hang2');
 is(header($h3[1], 'webhook-id'), $hang3_id, 'C: with the same webhook-id');
 
+note join("\n", map { sprintf('%.3f %s conn=%s %s %s', $_->{t}, $_->{event}, $_->{conn}, $_->{path} // '', $_->{body} // '') } sink_events($sink));
+
 # a fast shutdown is not held up by the request in flight either
 $node->stop('fast');
 pass('C: the server stopped with a request in flight');
