@@ -2,6 +2,23 @@
 
 \echo Use "CREATE EXTENSION txoutbox" to load this file. \quit
 
+-- The schema must be ours: a schema called txoutbox created beforehand by
+-- another role could hold objects that shadow the ones below.
+DO $guard$
+BEGIN
+    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox')
+       OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                   WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox')
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+                   WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox') THEN
+        RAISE EXCEPTION 'schema txoutbox already exists and is not empty or not owned by %', CURRENT_USER
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Drop the schema txoutbox (it was not made by CREATE EXTENSION) and try again.';
+    END IF;
+END
+$guard$;
+
 -- Messages.  The hot set (pending, retrying, processing) is found through a
 -- small partial index; finished rows leave it.  fillfactor leaves room on each
 -- page for the new versions a claim and a mark write, and autovacuum is told
@@ -13,7 +30,7 @@ CREATE TABLE txoutbox.messages (
     topic           text        NOT NULL,
     message_key     text,
     payload         jsonb       NOT NULL,
-    headers         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    headers         jsonb       NOT NULL DEFAULT '{}'::pg_catalog.jsonb,
     correlation_id  text,
     status          text        NOT NULL DEFAULT 'pending',
     attempt_count   integer     NOT NULL DEFAULT 0,
@@ -27,7 +44,7 @@ CREATE TABLE txoutbox.messages (
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT messages_pkey PRIMARY KEY (id),
     CONSTRAINT messages_status_check CHECK (status OPERATOR(pg_catalog.=) ANY
-        (ARRAY['pending', 'processing', 'retrying', 'succeeded', 'failed']::text[])),
+        (ARRAY['pending', 'processing', 'retrying', 'succeeded', 'failed']::pg_catalog.text[])),
     CONSTRAINT messages_topic_check CHECK (pg_catalog.length(topic) OPERATOR(pg_catalog.>=) 1
         AND pg_catalog.length(topic) OPERATOR(pg_catalog.<=) 255),
     CONSTRAINT messages_attempts_check CHECK (max_attempts OPERATOR(pg_catalog.>=) 1
@@ -46,14 +63,14 @@ COMMENT ON TABLE txoutbox.messages IS 'txoutbox messages: enqueue with txoutbox.
 -- The claim scan: claimable messages in available_at order.  Only unfinished
 -- rows are in it, so it stays small however many messages succeeded.
 CREATE INDEX messages_claim_idx ON txoutbox.messages (available_at, id)
-    WHERE status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'retrying', 'processing']::text[]);
+    WHERE status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'retrying', 'processing']::pg_catalog.text[]);
 
 -- Ordered routes: the claim looks for an older unfinished message of the same
 -- topic and key.  Only keyed, unfinished (or failed, which blocks its key)
 -- rows are in this index; a succeeded message leaves it.
 CREATE INDEX messages_key_order_idx ON txoutbox.messages (topic, message_key, id)
     WHERE message_key IS NOT NULL
-      AND status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'processing', 'retrying', 'failed']::text[]);
+      AND status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'processing', 'retrying', 'failed']::pg_catalog.text[]);
 
 -- Failed messages an operator skipped with skip(): they no longer block
 -- their key on an ordered route.
@@ -68,7 +85,7 @@ CREATE TABLE txoutbox.routes (
     id             bigint      GENERATED ALWAYS AS IDENTITY,
     topic_pattern  text        NOT NULL,
     publisher      text        NOT NULL,
-    config         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    config         jsonb       NOT NULL DEFAULT '{}'::pg_catalog.jsonb,
     enabled        boolean     NOT NULL DEFAULT true,
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT routes_pkey PRIMARY KEY (id),
@@ -103,7 +120,8 @@ CREATE FUNCTION txoutbox.enqueue(
     max_attempts integer DEFAULT NULL)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_enqueue'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION txoutbox.claim(
     consumer text,
@@ -113,7 +131,8 @@ CREATE FUNCTION txoutbox.claim(
     as_of timestamptz DEFAULT pg_catalog.now())
 RETURNS SETOF txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_claim'
-    LANGUAGE C VOLATILE ROWS 100;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100;
 
 CREATE FUNCTION txoutbox.mark_succeeded(
     id uuid,
@@ -121,7 +140,8 @@ CREATE FUNCTION txoutbox.mark_succeeded(
     consumer text DEFAULT NULL)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_mark_succeeded'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION txoutbox.mark_failed(
     id uuid,
@@ -131,17 +151,20 @@ CREATE FUNCTION txoutbox.mark_failed(
     consumer text DEFAULT NULL)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_mark_failed'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION txoutbox.replay(id uuid)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_replay'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION txoutbox.skip(id uuid)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_skip'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 -- Used by claim(): is the most specific matching pattern an ordered route?
 CREATE FUNCTION txoutbox._topic_is_ordered(topic text, patterns text[], ordered boolean[])
@@ -154,7 +177,7 @@ RETURNS boolean
 CREATE FUNCTION txoutbox.get(id uuid)
 RETURNS txoutbox.messages
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     result txoutbox.messages;
@@ -162,7 +185,10 @@ BEGIN
     IF get.id IS NULL THEN
         RAISE EXCEPTION 'id must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT m.* INTO result FROM txoutbox.messages m WHERE m.id OPERATOR(pg_catalog.=) get.id;
+    SELECT m.* INTO result FROM txoutbox.messages m
+     WHERE m.id OPERATOR(pg_catalog.=) get.id
+       AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'message % does not exist', get.id USING ERRCODE = 'no_data_found';
     END IF;
@@ -179,7 +205,7 @@ CREATE FUNCTION txoutbox.list(
     after_id uuid DEFAULT NULL)
 RETURNS SETOF txoutbox.messages
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF list.status IS NOT NULL AND list.status OPERATOR(pg_catalog.<>) ALL
@@ -202,6 +228,8 @@ BEGIN
            AND (list.tenant_id IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) list.tenant_id)
            AND (list.org_id IS NULL OR m.org_id OPERATOR(pg_catalog.=) list.org_id)
            AND (list.after_id IS NULL OR m.id OPERATOR(pg_catalog.>) list.after_id)
+           AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
          ORDER BY m.id
          LIMIT list.max_messages;
 END
@@ -212,7 +240,7 @@ CREATE FUNCTION txoutbox.purge(
     statuses text[] DEFAULT '{succeeded}')
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     deleted bigint;
@@ -234,6 +262,8 @@ BEGIN
         DELETE FROM txoutbox.messages m
          WHERE m.status OPERATOR(pg_catalog.=) ANY (purge.statuses)
            AND m.updated_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) purge.older_than
+           AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
         RETURNING m.id
     ), unskip AS (
         DELETE FROM txoutbox.skipped_messages k USING gone WHERE k.id OPERATOR(pg_catalog.=) gone.id
@@ -251,12 +281,13 @@ CREATE FUNCTION txoutbox.add_route(
     config jsonb DEFAULT '{}')
 RETURNS txoutbox.routes
     AS 'MODULE_PATHNAME', 'txoutbox_add_route'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION txoutbox.remove_route(id bigint)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF remove_route.id IS NULL THEN
@@ -273,7 +304,7 @@ $$;
 CREATE FUNCTION txoutbox.route_for(topic text)
 RETURNS txoutbox.routes
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT r.* FROM txoutbox.routes r
      WHERE r.enabled
@@ -295,7 +326,8 @@ CREATE FUNCTION txoutbox.dispatch(
     claim_lock_to timestamptz DEFAULT NULL)
 RETURNS TABLE (claimed integer, succeeded integer, retried integer, failed integer)
     AS 'MODULE_PATHNAME', 'txoutbox_dispatch'
-    LANGUAGE C VOLATILE;
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION txoutbox.worker_status()
 RETURNS TABLE (worker integer, pid integer, state text, started_at timestamptz,
@@ -365,10 +397,12 @@ SELECT s.topic,
        r.publisher,
        (r.id IS NULL) AS unrouted,
        CASE WHEN s.status OPERATOR(pg_catalog.=) 'failed'
-                 AND r.config OPERATOR(pg_catalog.->) 'ordered' OPERATOR(pg_catalog.=) 'true'::jsonb
+                 AND r.config OPERATOR(pg_catalog.->) 'ordered' OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb
             THEN (SELECT pg_catalog.count(DISTINCT f.message_key)
                     FROM txoutbox.messages f
                    WHERE f.topic OPERATOR(pg_catalog.=) s.topic
+                     AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR f.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
                      AND f.status OPERATOR(pg_catalog.=) 'failed'
                      AND f.message_key IS NOT NULL
                      AND NOT EXISTS (SELECT 1 FROM txoutbox.skipped_messages k
@@ -377,5 +411,117 @@ SELECT s.topic,
   FROM (SELECT m.topic, m.status, pg_catalog.count(*) AS messages,
                pg_catalog.min(m.created_at) AS oldest_created_at
           FROM txoutbox.messages m
+         WHERE (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
          GROUP BY m.topic, m.status) s
   LEFT JOIN LATERAL txoutbox.route_for(s.topic) r ON r.id IS NOT NULL;
+
+-- Tenant isolation for direct table access ---------------------------------------
+-- Every function above already limits a session bound to a tenant (the
+-- superuser-only setting txoutbox.tenant_id, set per role with ALTER ROLE) to
+-- that tenant's messages.  These policies do the same for roles that were
+-- granted access to the table itself; enable_tenant_isolation() turns them on.
+CREATE POLICY messages_tenant_isolation ON txoutbox.messages
+    USING (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR messages.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+    WITH CHECK (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR messages.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true));
+
+CREATE FUNCTION txoutbox.enable_tenant_isolation()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    ALTER TABLE txoutbox.messages ENABLE ROW LEVEL SECURITY;
+END
+$$;
+
+CREATE FUNCTION txoutbox.disable_tenant_isolation()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    ALTER TABLE txoutbox.messages DISABLE ROW LEVEL SECURITY;
+END
+$$;
+
+-- Privileges ----------------------------------------------------------------------
+-- Nothing is granted to PUBLIC.  Three grant sets, given with grant_role():
+--   producer: enqueue (and capture() for change-capture triggers)
+--   consumer: claim, mark_succeeded, mark_failed, get, list
+--   admin:    everything: routes, replay, skip, purge, dispatch, stats,
+--             worker_status, tenant isolation, and SET / ALTER SYSTEM on the
+--             txoutbox.* settings
+-- grant_role() and revoke_role() run with the caller's rights: only a role
+-- that may grant these (the extension's owner, a superuser) can use them.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA txoutbox FROM PUBLIC;
+REVOKE ALL ON SCHEMA txoutbox FROM PUBLIC;
+
+CREATE FUNCTION txoutbox.grant_role(role_name regrole, grant_set text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn text;
+    setting text;
+    producer text[] := ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
+                             'txoutbox.capture()'];
+    consumer text[] := ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
+                             'txoutbox.mark_succeeded(uuid,timestamptz,text)',
+                             'txoutbox.mark_failed(uuid,text,timestamptz,timestamptz,text)',
+                             'txoutbox.get(uuid)',
+                             'txoutbox.list(text,text,text,text,integer,uuid)'];
+BEGIN
+    IF role_name IS NULL OR grant_set IS NULL THEN
+        RAISE EXCEPTION 'role_name and grant_set must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF grant_set OPERATOR(pg_catalog.<>) ALL (ARRAY['producer', 'consumer', 'admin']) THEN
+        RAISE EXCEPTION 'unknown grant set "%"', grant_set
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use producer, consumer or admin.';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA txoutbox TO %s', role_name);
+    IF grant_set OPERATOR(pg_catalog.=) 'admin' THEN
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA txoutbox TO %s', role_name);
+        EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.stats TO %s', role_name);
+        EXECUTE pg_catalog.format('GRANT SELECT, UPDATE (enabled) ON txoutbox.routes TO %s', role_name);
+        FOR setting IN SELECT s.name FROM pg_catalog.pg_settings s
+                        WHERE pg_catalog.starts_with(s.name, 'txoutbox.') LOOP
+            EXECUTE pg_catalog.format('GRANT SET, ALTER SYSTEM ON PARAMETER %s TO %s', setting, role_name);
+        END LOOP;
+        RETURN;
+    END IF;
+    FOREACH fn IN ARRAY CASE grant_set WHEN 'producer' THEN producer ELSE consumer END LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, role_name);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION txoutbox.revoke_role(role_name regrole)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    setting text;
+BEGIN
+    IF role_name IS NULL THEN
+        RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM %s', role_name);
+    EXECUTE pg_catalog.format('REVOKE ALL ON ALL TABLES IN SCHEMA txoutbox FROM %s', role_name);
+    EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA txoutbox FROM %s', role_name);
+    FOR setting IN SELECT s.name FROM pg_catalog.pg_settings s
+                    WHERE pg_catalog.starts_with(s.name, 'txoutbox.') LOOP
+        EXECUTE pg_catalog.format('REVOKE SET, ALTER SYSTEM ON PARAMETER %s FROM %s', setting, role_name);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION txoutbox.grant_role(regrole, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox.revoke_role(regrole) FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox.enable_tenant_isolation() FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox.disable_tenant_isolation() FROM PUBLIC;

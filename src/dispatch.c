@@ -285,6 +285,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
 	req.route_exact = routes.exact;
 	req.route_prefixes = routes.prefixes;
+	req.tenant = txoutbox_bound_tenant();
 
 	n = routes.n > 0 ? outbox_claim(&req) : 0;
 	counts->claimed = n;

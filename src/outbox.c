@@ -200,6 +200,8 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz available_at = now;
 	Datum		result;
+	const char *bound;
+	Datum		tenant = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
 
 	txoutbox_require_preload();
 
@@ -221,12 +223,24 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 					 errmsg("max_attempts must be at least 1, not %d", max_attempts)));
 	}
 
+	bound = txoutbox_bound_tenant();
+	if (bound != NULL)
+	{
+		if (PG_ARGISNULL(5))
+			tenant = CStringGetTextDatum(bound);
+		else if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(5)), bound) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to enqueue for another tenant"),
+					 errdetail("This session is bound to tenant \"%s\".", bound)));
+	}
+
 	uuidv7_generate(&id);
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = UUIDPGetDatum(&id);
-	values[1] = PG_GETARG_DATUM(5); /* tenant_id */
-	nulls[1] = PG_ARGISNULL(5) ? 'n' : ' ';
+	values[1] = tenant;			/* tenant_id */
+	nulls[1] = tenant ? ' ' : 'n';
 	values[2] = PG_GETARG_DATUM(6); /* org_id */
 	nulls[2] = PG_ARGISNULL(6) ? 'n' : ' ';
 	values[3] = PG_GETARG_DATUM(0); /* topic */
@@ -267,10 +281,10 @@ int
 outbox_claim(const ClaimRequest *req)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[7] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	static Oid	argtypes[8] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	values[0] = CStringGetTextDatum(req->consumer);
 	values[1] = Int32GetDatum(req->max_messages);
@@ -282,6 +296,8 @@ outbox_claim(const ClaimRequest *req)
 	nulls[5] = req->route_exact ? ' ' : 'n';
 	values[6] = req->route_prefixes;
 	nulls[6] = req->route_prefixes ? ' ' : 'n';
+	values[7] = req->tenant ? CStringGetTextDatum(req->tenant) : (Datum) 0;
+	nulls[7] = req->tenant ? ' ' : 'n';
 
 	cached_plan(&plan,
 				"WITH r AS MATERIALIZED ("
@@ -297,6 +313,7 @@ outbox_claim(const ClaimRequest *req)
 				"     AND m.available_at <= $5"
 				"     AND ($3::text IS NULL OR m.topic = $3)"
 				"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))"
+				"     AND ($8::text IS NULL OR m.tenant_id = $8)"
 				/* ordered routes: only the oldest unfinished message of a key */
 				"     AND (NOT r.any_ordered OR m.message_key IS NULL"
 				"          OR NOT txoutbox._topic_is_ordered(m.topic, r.patterns, r.ordered)"
@@ -324,7 +341,7 @@ outbox_claim(const ClaimRequest *req)
 				"   WHERE m.id = c.id AND NOT c.exhausted"
 				"  RETURNING m.*, c.due"
 				") SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY due, id",
-				7, argtypes);
+				8, argtypes);
 	return run_plan(plan, values, nulls, SPI_OK_SELECT);
 }
 
@@ -355,6 +372,7 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 				 errmsg("max_messages must be between 1 and %d, not %d",
 						TXOUTBOX_MAX_CLAIM, req.max_messages)));
 	req.topic = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	req.tenant = txoutbox_bound_tenant();
 	req.as_of = required_finite_time(fcinfo, 4, "as_of");
 	if (PG_ARGISNULL(3))
 		req.lock_until = TimestampTzPlusMilliseconds(req.as_of, txoutbox_lock_timeout_ms);
@@ -418,6 +436,32 @@ report_refused_transition(Datum id, const char *action, const char *required_sta
 }
 
 /*
+ * A session bound to a tenant may act only on that tenant's messages; any
+ * other id is reported as unknown, so it learns nothing about it.  Caller is
+ * connected to SPI.
+ */
+static void
+check_tenant_access(Datum id)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[2] = {UUIDOID, TEXTOID};
+	const char *bound = txoutbox_bound_tenant();
+	Datum		values[2];
+
+	if (bound == NULL)
+		return;
+	values[0] = id;
+	values[1] = CStringGetTextDatum(bound);
+	cached_plan(&plan, "SELECT 1 FROM txoutbox.messages WHERE id = $1 AND tenant_id = $2",
+				2, argtypes);
+	if (run_plan(plan, values, NULL, SPI_OK_SELECT) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist",
+						DatumGetCString(DirectFunctionCall1(uuid_out, id)))));
+}
+
+/*
  * Run one guarded single-message transition; return the new row as a
  * composite Datum in the caller's context, or raise why it was refused.
  */
@@ -429,6 +473,7 @@ transition_one(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 	Datum		result;
 
 	SPI_connect();
+	check_tenant_access(values[0]);
 	cached_plan(plan, sql, nargs, argtypes);
 	if (run_plan(*plan, values, nulls, SPI_OK_UPDATE_RETURNING) == 0)
 		report_refused_transition(values[0], action, required_status, consumer);

@@ -12,34 +12,45 @@
  * bounds each call in the worker (a statement timeout around the call); in
  * dispatch() the caller's own statement_timeout applies.
  *
+ * The function runs as its owner (not as the worker's superuser, nor as the
+ * owner of dispatch()), so whoever can replace its body gains nothing, and
+ * with the configured search_path rather than the pinned one the worker
+ * uses for its own queries.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/timeout.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 
 #include "publisher.h"
+#include "txoutbox.h"
 
 static const char *const function_keys[] = {"function", "timeout_ms", NULL};
 
 typedef struct FunctionRoute
 {
 	Oid			fn;
+	Oid			owner;
 	int			timeout_ms;		/* 0: none */
 } FunctionRoute;
 
 typedef struct FunctionCallArgs
 {
 	Oid			fn;
+	Oid			owner;
 	Datum		row;
 } FunctionCallArgs;
 
@@ -78,6 +89,14 @@ function_parse_config(Jsonb *config)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a function route needs \"function\" in its config")));
 	route->fn = lookup_publisher_function(name);
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(route->fn));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", route->fn);
+		route->owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		ReleaseSysCache(tup);
+	}
 	if (jsonb_config_int(config, "timeout_ms", &timeout))
 	{
 		if (timeout < 1 || timeout > 3600 * 1000)
@@ -89,19 +108,37 @@ function_parse_config(Jsonb *config)
 	return route;
 }
 
-/* Subtransaction body: call the function with the row, ignore its result. */
+/*
+ * Subtransaction body: call the function with the row as its owner, with
+ * the configured search_path; ignore its result.  An error's subtransaction
+ * abort restores the user and the setting.
+ */
 static void
 call_function(void *arg)
 {
 	FunctionCallArgs *a = (FunctionCallArgs *) arg;
 	FmgrInfo	flinfo;
+	Oid			save_user;
+	int			save_sec;
+	int			nestlevel;
 	LOCAL_FCINFO(fcinfo, 1);
+
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path",
+							 txoutbox_user_search_path ? txoutbox_user_search_path :
+							 GetConfigOptionResetString("search_path"),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(a->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 
 	fmgr_info(a->fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = a->row;
 	fcinfo->args[0].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);
+
+	SetUserIdAndSecContext(save_user, save_sec);
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /* Call the route's function once per message, each in a subtransaction. */
@@ -119,6 +156,7 @@ function_publish(PublishItem *items, int n)
 		bool		ok;
 
 		args.fn = route->fn;
+		args.owner = route->owner;
 		args.row = items[i].msg->row;
 		if (route->timeout_ms > 0 && IsBackgroundWorker)
 			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);

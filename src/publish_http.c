@@ -43,12 +43,14 @@
 
 #include <curl/curl.h>
 
+#include "access/xact.h"
 #include "common/base64.h"
 #include "common/hmac.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/timestamp.h"
 
 #include "publisher.h"
 #include "txoutbox.h"
@@ -56,6 +58,8 @@
 #define HTTP_MAX_TIMEOUT_MS		3600000
 #define HTTP_CONNECT_TIMEOUT_MS 10000	/* at most; never above timeout_ms */
 #define HTTP_POLL_MS			100
+#define HTTP_MIN_LEASE_MS		1000	/* shortest timeout a lease may cut to */
+#define HTTP_LEASE_MARGIN_MS	5000	/* at most; kept to record outcomes */
 #define HTTP_RESPONSE_CAP		1024	/* response body bytes kept */
 #define HTTP_ERROR_BODY			200 /* of which shown in last_error */
 #define HTTP_MAX_SECRET_BYTES	1024
@@ -95,7 +99,9 @@ typedef struct HttpRequest
 	CURL	   *easy;			/* NULL unless in flight */
 	struct curl_slist *headers;
 	char	   *body;
-	int			timeout_ms;
+	size_t		body_len;
+	int			timeout_ms;		/* this request's */
+	int			route_timeout_ms;	/* the route's, when the lease cut it */
 	char		errbuf[CURL_ERROR_SIZE];
 	char		response[HTTP_RESPONSE_CAP];
 	size_t		response_len;
@@ -605,10 +611,11 @@ add_message_headers(HeaderList *h, const OutboxMessage *msg)
 
 /*
  * Build request r (body, headers, easy handle) and add it to the multi
- * handle.  Returns false, with r's outcome set, when it cannot be sent.
+ * handle, with timeout_ms as its timeout.  Returns false, with r's outcome
+ * set, when it cannot be sent.
  */
 static bool
-start_request(HttpRequest *r)
+start_request(HttpRequest *r, int timeout_ms)
 {
 	PublishItem *item = r->item;
 	const OutboxMessage *msg = item->msg;
@@ -626,6 +633,7 @@ start_request(HttpRequest *r)
 	else
 		JsonbToCString(&body, &msg->payload->root, VARSIZE(msg->payload));
 	r->body = body.data;
+	r->body_len = body.len;
 
 	snprintf(ts, sizeof(ts), "%lld", (long long) time(NULL));
 	header_set(&h, "Content-Type", "application/json");
@@ -674,7 +682,7 @@ start_request(HttpRequest *r)
 		r->headers = next;
 	}
 
-	r->timeout_ms = route->timeout_ms > 0 ? route->timeout_ms : txoutbox_http_timeout_ms;
+	r->timeout_ms = timeout_ms;
 	easy = curl_easy_init();
 	if (easy == NULL)
 	{
@@ -684,8 +692,13 @@ start_request(HttpRequest *r)
 	r->easy = easy;
 	r->errbuf[0] = '\0';
 	if (curl_easy_setopt(easy, CURLOPT_URL, route->url) != CURLE_OK ||
+#if LIBCURL_VERSION_NUM >= 0x075500	/* 7.85.0 */
 		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+#else
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK ||
+		curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK ||
+#endif
 		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_PROXY, "") != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
@@ -802,34 +815,43 @@ parse_retry_after(const char *v)
 	return when > now ? (int64) (when - now) * 1000 : 0;
 }
 
-/* Describe a timeout: which phase it happened in. */
+/* Describe a timeout: which phase it happened in, and which limit ran out. */
 static char *
 describe_timeout(HttpRequest *r)
 {
 	curl_off_t	connect_us = 0;
-	curl_off_t	appconnect_us = 0;
+	curl_off_t	pretransfer_us = 0;
 	curl_off_t	first_byte_us = 0;
 	curl_off_t	total_us = 0;
-	bool		https = strncmp(((const HttpRoute *) r->item->route->parsed)->url, "https", 5) == 0;
-	const char *phase;
+	curl_off_t	sent = 0;
+	long long	elapsed_ms;
+	int			connect_limit = Min(r->timeout_ms, HTTP_CONNECT_TIMEOUT_MS);
+	char	   *limit;
 
+	/* on a reused connection the connect time is 0 but pretransfer is not */
 	curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-	curl_easy_getinfo(r->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect_us);
+	curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
 	curl_easy_getinfo(r->easy, CURLINFO_STARTTRANSFER_TIME_T, &first_byte_us);
 	curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	curl_easy_getinfo(r->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+	elapsed_ms = (long long) (total_us / 1000);
 
-	if (connect_us == 0)
-		phase = "while connecting (connect timeout %d ms)";
-	else if (https && appconnect_us == 0)
-		phase = "during the TLS handshake (connect timeout %d ms)";
-	else if (first_byte_us == 0)
-		phase = "waiting for the response (timeout_ms %d)";
+	if (pretransfer_us == 0 && connect_us == 0)
+		return psprintf("timed out after %lld ms while connecting (connect timeout %d ms)",
+						elapsed_ms, connect_limit);
+	if (pretransfer_us == 0)
+		return psprintf("timed out after %lld ms during the TLS handshake (connect timeout %d ms)",
+						elapsed_ms, connect_limit);
+	if (r->route_timeout_ms > 0)
+		limit = psprintf("timeout_ms %d, cut to %d ms by the claim's lease",
+						 r->route_timeout_ms, r->timeout_ms);
 	else
-		phase = "reading the response (timeout_ms %d)";
-	return psprintf("timed out after %lld ms %s",
-					(long long) (total_us / 1000),
-					psprintf(phase, (connect_us == 0 || (https && appconnect_us == 0)) ?
-							 Min(r->timeout_ms, HTTP_CONNECT_TIMEOUT_MS) : r->timeout_ms));
+		limit = psprintf("timeout_ms %d", r->timeout_ms);
+	if (first_byte_us == 0 && sent < (curl_off_t) r->body_len)
+		return psprintf("timed out after %lld ms sending the request (%s)", elapsed_ms, limit);
+	if (first_byte_us == 0)
+		return psprintf("timed out after %lld ms waiting for the response (%s)", elapsed_ms, limit);
+	return psprintf("timed out after %lld ms reading the response (%s)", elapsed_ms, limit);
 }
 
 /* Set the outcome of a finished request from curl's result and the status. */
@@ -848,8 +870,8 @@ finish_request(HttpRequest *r, CURLcode result)
 			publisher_set_outcome(item, PUBLISH_FAILED, "request refused by libcurl: %s",
 								  r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
 		else
-			publisher_set_outcome(item, PUBLISH_RETRY, "%s: %s", curl_easy_strerror(result),
-								  r->errbuf[0] ? r->errbuf : "no detail");
+			publisher_set_outcome(item, PUBLISH_RETRY, "%s",
+								  r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
 		return;
 	}
 
@@ -877,9 +899,34 @@ finish_request(HttpRequest *r, CURLcode result)
 	}
 }
 
-/* Run reqs[0..n-1] to completion, at most max_running at once. */
+/*
+ * The timeout request r may have when started now, or 0 when it must not be
+ * started: it could not finish before the lease deadline (0: none).
+ */
+static int
+request_timeout(HttpRequest *r, TimestampTz deadline)
+{
+	const HttpRoute *route = (const HttpRoute *) r->item->route->parsed;
+	int			timeout = route->timeout_ms > 0 ? route->timeout_ms : txoutbox_http_timeout_ms;
+	long		remaining;
+
+	if (deadline == 0)
+		return timeout;
+	remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	if (remaining >= timeout)
+		return timeout;
+	if (remaining < Min(timeout, HTTP_MIN_LEASE_MS))
+		return 0;
+	r->route_timeout_ms = timeout;
+	return (int) remaining;
+}
+
+/*
+ * Run reqs[0..n-1] to completion, at most max_running at once, none running
+ * past deadline (0: no deadline).
+ */
 static void
-run_requests(HttpRequest *reqs, int n, int max_running)
+run_requests(HttpRequest *reqs, int n, int max_running, TimestampTz deadline)
 {
 	int			next = 0;
 	int			running = 0;
@@ -896,8 +943,17 @@ run_requests(HttpRequest *reqs, int n, int max_running)
 		while (running < max_running && next < n)
 		{
 			HttpRequest *r = &reqs[next++];
+			int			timeout = request_timeout(r, deadline);
 
-			if (start_request(r))
+			if (timeout == 0)
+			{
+				publisher_set_outcome(r->item, PUBLISH_RETRY,
+									  "not sent: the claim's lease (txoutbox.lock_timeout) would end before "
+									  "the request could; %d requests were ahead of it", next - 1);
+				r->item->retry_after_ms = 0;
+				done++;
+			}
+			else if (start_request(r, timeout))
 				running++;
 			else
 			{
@@ -942,6 +998,15 @@ run_requests(HttpRequest *reqs, int n, int max_running)
  * Send one request per item, up to txoutbox.http_max_concurrency at once,
  * and set every item's outcome.  Only an interrupt (SIGTERM, cancel) or
  * running out of memory throws; the requests in flight are then dropped.
+ *
+ * In the worker (no transaction open) the claims were made, and their lease
+ * of txoutbox.lock_timeout started, when the claiming transaction started.
+ * Once a lease ends, another dispatcher may claim the message and send it
+ * again while our request is still in flight.  So no request may run past
+ * the lease, less a margin to record the outcome: a request that would is
+ * given a shorter timeout, or when its turn comes too late, is not sent and
+ * is released for an immediate retry.  In dispatch() (in a transaction) the
+ * claimed rows stay locked by the caller's transaction, so no deadline.
  */
 static void
 http_publish(PublishItem *items, int n)
@@ -949,6 +1014,7 @@ http_publish(PublishItem *items, int n)
 	HttpRequest *reqs;
 	int			max_running;
 	int			i;
+	volatile TimestampTz deadline = 0;
 
 	if (n == 0)
 		return;
@@ -957,13 +1023,22 @@ http_publish(PublishItem *items, int n)
 	curl_multi_setopt(http_multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) max_running);
 	curl_multi_setopt(http_multi, CURLMOPT_MAXCONNECTS, (long) max_running);
 
+	if (!IsTransactionState())
+	{
+		/* the claiming transaction's start: its "now" (dispatch.c) */
+		int64		lease = txoutbox_lock_timeout_ms;
+
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
+											   lease - Min(lease / 10, HTTP_LEASE_MARGIN_MS));
+	}
+
 	reqs = palloc0(sizeof(HttpRequest) * n);
 	for (i = 0; i < n; i++)
 		reqs[i].item = &items[i];
 
 	PG_TRY();
 	{
-		run_requests(reqs, n, max_running);
+		run_requests(reqs, n, max_running, deadline);
 	}
 	PG_CATCH();
 	{

@@ -42,6 +42,8 @@ int			txoutbox_retention_ms = 7 * 24 * 3600 * 1000;
 int			txoutbox_http_max_concurrency = 32;
 int			txoutbox_http_timeout_ms = 5000;
 char	   *txoutbox_http_allowed_hosts = NULL;
+char	   *txoutbox_tenant_id = NULL;
+char	   *txoutbox_user_search_path = NULL;
 
 TxoutboxShared *txoutbox_shared = NULL;
 bool		txoutbox_preloaded = false;
@@ -136,6 +138,12 @@ define_settings(void)
 							   NULL, &txoutbox_http_allowed_hosts, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
+	DefineCustomStringVariable("txoutbox.tenant_id",
+							   "Tenant the session is bound to: its txoutbox calls see and act on that tenant's messages only.",
+							   "Set per role by an administrator (ALTER ROLE ... SET txoutbox.tenant_id); only superusers, or roles granted SET on it, can change it.",
+							   &txoutbox_tenant_id, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("txoutbox");
 }
 
@@ -181,6 +189,15 @@ txoutbox_require_preload(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("txoutbox must be loaded via shared_preload_libraries"),
 				 errhint("Add txoutbox to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* The tenant this session is bound to (txoutbox.tenant_id), or NULL. */
+const char *
+txoutbox_bound_tenant(void)
+{
+	if (txoutbox_tenant_id == NULL || txoutbox_tenant_id[0] == '\0')
+		return NULL;
+	return txoutbox_tenant_id;
 }
 
 /* Ask for the dispatchers to be woken when the current transaction commits. */

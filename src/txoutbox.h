@@ -37,6 +37,8 @@ extern int	txoutbox_retention_ms;
 extern int	txoutbox_http_max_concurrency;
 extern int	txoutbox_http_timeout_ms;
 extern char *txoutbox_http_allowed_hosts;
+extern char *txoutbox_tenant_id;
+extern char *txoutbox_user_search_path;	/* worker: search_path before pinning */
 
 /* What a dispatcher is doing, as shown by worker_status(). */
 typedef enum WorkerState
@@ -76,6 +78,7 @@ extern bool txoutbox_preloaded;
 
 /* txoutbox.c */
 extern void txoutbox_require_preload(void);
+extern const char *txoutbox_bound_tenant(void);
 extern void txoutbox_wake_at_commit(void);
 extern void txoutbox_wake_workers(void);
 
@@ -94,6 +97,7 @@ typedef struct ClaimRequest
 	TimestampTz as_of;
 	Datum		route_exact;	/* text[] of exact topics, or 0 for no filter */
 	Datum		route_prefixes; /* text[] of topic prefixes, or 0 */
+	const char *tenant;			/* only this tenant's messages, or NULL */
 } ClaimRequest;
 
 extern int	outbox_claim(const ClaimRequest *req);	/* rows in SPI_tuptable */
