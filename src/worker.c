@@ -57,7 +57,9 @@
 #define RESTART_DELAY_MAX_MS	60000
 #define ERROR_DELAY_MAX_MS		30000
 #define PURGE_BATCH				1000
-#define PURGE_INTERVAL_MS		10000
+#define PURGE_MAX_BATCHES		20
+#define PURGE_INTERVAL_MS		10000	/* between passes that finished */
+#define PURGE_BACKLOG_MS		100		/* after a pass that did not */
 
 PGDLLEXPORT void txoutbox_launcher_main(Datum main_arg);
 PGDLLEXPORT void txoutbox_dispatcher_main(Datum main_arg);
@@ -343,24 +345,29 @@ release_own_leases(const char *consumer)
 	worker_xact_commit(cxt);
 }
 
-/* Retention: purge old succeeded messages in small batches, a few per call. */
-static void
+/*
+ * Retention: purge succeeded messages older than txoutbox.retention, in
+ * batches of PURGE_BATCH rows, one short transaction each, at most
+ * PURGE_MAX_BATCHES per call.  Returns true when it stopped with more to do.
+ */
+static bool
 purge_old_messages(void)
 {
 	TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 -(int64) txoutbox_retention_ms);
 	int			batches;
 
-	for (batches = 0; batches < 10; batches++)
+	for (batches = 0; batches < PURGE_MAX_BATCHES; batches++)
 	{
 		MemoryContext cxt = worker_xact_begin("txoutbox: purging succeeded messages");
 		int64		deleted = outbox_purge_batch(cutoff, PURGE_BATCH);
 
 		worker_xact_commit(cxt);
 		if (deleted < PURGE_BATCH)
-			break;
+			return false;
 		CHECK_FOR_INTERRUPTS();
 	}
+	return true;
 }
 
 typedef struct DispatcherState
@@ -450,8 +457,9 @@ dispatcher_iteration(DispatcherState *st)
 	now = GetCurrentTimestamp();
 	if (txoutbox_retention_ms > 0 && now >= st->next_purge)
 	{
-		purge_old_messages();
-		st->next_purge = TimestampTzPlusMilliseconds(now, PURGE_INTERVAL_MS);
+		bool		more = purge_old_messages();
+
+		st->next_purge = TimestampTzPlusMilliseconds(now, more ? PURGE_BACKLOG_MS : PURGE_INTERVAL_MS);
 	}
 
 	if (counts.claimed >= opts.max_messages)
