@@ -261,7 +261,7 @@ BEGIN
     WITH gone AS (
         DELETE FROM txoutbox.messages m
          WHERE m.status OPERATOR(pg_catalog.=) ANY (purge.statuses)
-           AND m.updated_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) purge.older_than
+           AND m.updated_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) purge.older_than)
            AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
             OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
         RETURNING m.id

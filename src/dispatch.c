@@ -75,9 +75,13 @@ worker_xact_commit(MemoryContext cxt)
 	MemoryContextSwitchTo(cxt);
 }
 
-/* Copy the claimed row i of SPI_tuptable into an OutboxMessage in cxt. */
+/*
+ * Copy the locked row i of SPI_tuptable into an OutboxMessage in cxt, as
+ * the claim makes it: attempt counted, processing under consumer's lease
+ * (the row handed to a function publisher shows that state).
+ */
 static OutboxMessage *
-copy_message(uint64 i, TupleDesc rowdesc, MemoryContext cxt)
+copy_message(uint64 i, TupleDesc rowdesc, const ClaimRequest *req, MemoryContext cxt)
 {
 	HeapTuple	tup = SPI_tuptable->vals[i];
 	TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -98,9 +102,18 @@ copy_message(uint64 i, TupleDesc rowdesc, MemoryContext cxt)
 	m->payload = DatumGetJsonbPCopy(values[5]);
 	m->headers = DatumGetJsonbPCopy(values[6]);
 	m->correlation_id = nulls[7] ? NULL : TextDatumGetCString(values[7]);
-	m->attempt_count = DatumGetInt32(values[9]);
+	m->attempt_count = DatumGetInt32(values[9]) + 1;
 	m->max_attempts = DatumGetInt32(values[10]);
 	m->created_at = DatumGetTimestampTz(values[16]);
+
+	values[8] = CStringGetTextDatum("processing");
+	values[9] = Int32GetDatum(m->attempt_count);
+	values[12] = TimestampTzGetDatum(req->lock_until);
+	values[13] = TimestampTzGetDatum(req->as_of);
+	nulls[13] = false;
+	values[14] = CStringGetTextDatum(req->consumer);
+	nulls[14] = false;
+	values[17] = TimestampTzGetDatum(req->as_of);
 	row = heap_form_tuple(rowdesc, values, nulls);
 	m->row = heap_copy_tuple_as_datum(row, rowdesc);
 	MemoryContextSwitchTo(old);
@@ -161,9 +174,14 @@ publish_batch(PublishBatch *b, bool in_transaction)
 								  b->publisher->name, error);
 }
 
-/* Record a batch's outcomes; add them to counts.  Caller is in SPI. */
+/*
+ * Record a batch's outcomes; add them to counts.  by_lock: the messages are
+ * still only locked by this transaction (see outbox_lock_claimable), rather
+ * than leased.  Caller is in SPI.
+ */
 static void
-mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *counts)
+mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
+		   DispatchCounts *counts)
 {
 	Datum	   *ok_ids = palloc(sizeof(Datum) * Max(b->n, 1));
 	Datum	   *bad_ids = palloc(sizeof(Datum) * Max(b->n, 1));
@@ -218,7 +236,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 	if (nok > 0)
 		counts->succeeded += outbox_mark_succeeded_many(
 														PointerGetDatum(construct_array(ok_ids, nok, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR)),
-														opts->consumer, now);
+														opts->consumer, now, by_lock);
 	if (nbad > 0)
 	{
 		int			dims[1] = {nbad};
@@ -232,7 +250,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, DispatchCounts *c
 																			 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
 										  PointerGetDatum(construct_md_array(max_att, max_null, 1, dims, lbs,
 																			 INT4OID, 4, true, TYPALIGN_INT)),
-										  opts->consumer, now);
+										  opts->consumer, now, by_lock);
 		counts->retried += retried;
 		counts->failed += (int) SPI_processed - retried;
 	}
@@ -287,7 +305,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.route_prefixes = routes.prefixes;
 	req.tenant = txoutbox_bound_tenant();
 
-	n = routes.n > 0 ? outbox_claim(&req) : 0;
+	n = routes.n > 0 ? outbox_lock_claimable(&req) : 0;
 	counts->claimed = n;
 
 	/* group the claimed messages by publisher, in claim order */
@@ -296,7 +314,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	batches = MemoryContextAllocZero(round_cxt, sizeof(PublishBatch) * Max(routes.n + 1, 1));
 	for (i = 0; i < n; i++)
 	{
-		items[i].msg = copy_message(i, rowdesc, round_cxt);
+		items[i].msg = copy_message(i, rowdesc, &req, round_cxt);
 		items[i].route = routes_match(&routes, items[i].msg->topic);
 		items[i].retry_after_ms = -1;
 	}
@@ -317,32 +335,40 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		batches[b].items[batches[b].n++] = items[i];
 	}
 
-	/* messages without a usable route: retry later with the reason */
-	for (b = 0; b < nbatches; b++)
-		if (batches[b].publisher == NULL)
-		{
-			for (i = 0; i < batches[b].n; i++)
-			{
-				OutboxRoute *r = batches[b].items[i].route;
-
-				publisher_set_outcome(&batches[b].items[i], PUBLISH_RETRY, "%s",
-									  r ? r->broken : "no route for topic");
-			}
-			mark_batch(&batches[b], opts, counts);
-		}
-
-	/* transactional publishers: publish and mark in this transaction */
 	for (b = 0; b < nbatches; b++)
 	{
-		if (batches[b].publisher == NULL)
-			continue;
-		if (!batches[b].publisher->transactional && opts->own_transactions)
+		PublishBatch *batch = &batches[b];
+
+		if (batch->publisher == NULL)
 		{
-			any_external = true;
-			continue;
+			/* no usable route (a broken config): retry later with the reason */
+			for (i = 0; i < batch->n; i++)
+			{
+				OutboxRoute *r = batch->items[i].route;
+
+				publisher_set_outcome(&batch->items[i], PUBLISH_RETRY, "%s",
+									  r ? r->broken : "no route for topic");
+			}
+			mark_batch(batch, opts, true, counts);
 		}
-		publish_batch(&batches[b], true);
-		mark_batch(&batches[b], opts, counts);
+		else if (!batch->publisher->transactional && opts->own_transactions)
+		{
+			/* published after commit: take a lease now */
+			Datum	   *ids = palloc(sizeof(Datum) * batch->n);
+
+			for (i = 0; i < batch->n; i++)
+				ids[i] = UUIDPGetDatum(&batch->items[i].msg->id);
+			outbox_lease_many(PointerGetDatum(construct_array(ids, batch->n, UUIDOID, UUID_LEN,
+															  false, TYPALIGN_CHAR)),
+							  opts->consumer, req.as_of, req.lock_until);
+			any_external = true;
+		}
+		else
+		{
+			/* publish and record the outcome in this transaction */
+			publish_batch(batch, true);
+			mark_batch(batch, opts, true, counts);
+		}
 	}
 
 	counts->next_due = outbox_next_due(routes.exact, routes.prefixes);
@@ -367,7 +393,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	worker_xact_begin("txoutbox: recording outcomes");
 	for (b = 0; b < nbatches; b++)
 		if (batches[b].publisher && !batches[b].publisher->transactional)
-			mark_batch(&batches[b], opts, counts);
+			mark_batch(&batches[b], opts, false, counts);
 	worker_xact_commit(round_cxt);
 }
 

@@ -274,18 +274,52 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 }
 
 /*
- * Claim up to req->max_messages messages; the claimed rows are left in
- * SPI_tuptable in (available_at, id) order.  Caller is connected to SPI.
+ * The claimable messages, oldest available_at first, locked FOR UPDATE SKIP
+ * LOCKED (shared by both ways of claiming below).  $1 consumer, $2 limit,
+ * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
+ * $8 tenant.  Routes with "ordered": true only give out the oldest
+ * unfinished message of a key.  CANDIDATE_COLUMNS are what the CTE returns.
  */
-int
-outbox_claim(const ClaimRequest *req)
-{
-	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[8] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+#define CANDIDATES_CTE(CANDIDATE_COLUMNS) \
+	"WITH r AS MATERIALIZED (" \
+	"  SELECT array_agg(topic_pattern) AS patterns," \
+	"         array_agg(config -> 'ordered' = 'true'::jsonb) AS ordered," \
+	"         coalesce(bool_or(config -> 'ordered' = 'true'::jsonb), false) AS any_ordered" \
+	"    FROM txoutbox.routes WHERE enabled" \
+	"), candidates AS MATERIALIZED (" \
+	"  SELECT " CANDIDATE_COLUMNS ", m.available_at AS due," \
+	"         (m.status = 'processing' AND m.attempt_count >= m.max_attempts) AS exhausted" \
+	"    FROM r, txoutbox.messages m" \
+	"   WHERE m.status = ANY (" UNFINISHED ")" \
+	"     AND m.available_at <= $5" \
+	"     AND ($3::text IS NULL OR m.topic = $3)" \
+	"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))" \
+	"     AND ($8::text IS NULL OR m.tenant_id = $8)" \
+	"     AND (NOT r.any_ordered OR m.message_key IS NULL" \
+	"          OR NOT txoutbox._topic_is_ordered(m.topic, r.patterns, r.ordered)" \
+	"          OR NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
+	"                          WHERE e.topic = m.topic AND e.message_key = m.message_key" \
+	"                            AND e.id < m.id AND e.status = ANY (" KEY_BLOCKING ")" \
+	"                            AND NOT (e.status = 'failed' AND EXISTS" \
+	"                                 (SELECT 1 FROM txoutbox.skipped_messages k WHERE k.id = e.id))))" \
+	"   ORDER BY m.available_at, m.id" \
+	"   LIMIT $2" \
+	"   FOR UPDATE OF m SKIP LOCKED" \
+	"), expired AS (" \
+	"  UPDATE txoutbox.messages m" \
+	"     SET status = 'failed'," \
+	"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left'," \
+	"                             m.locked_by, m.attempt_count, m.max_attempts)," \
+	"         locked_by = NULL, locked_at = NULL, updated_at = $5" \
+	"    FROM candidates c" \
+	"   WHERE m.id = c.id AND c.exhausted" \
+	")"
 
+/* Fill the parameters of CANDIDATES_CTE from req. */
+static void
+claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
+{
+	memset(nulls, ' ', 8);
 	values[0] = CStringGetTextDatum(req->consumer);
 	values[1] = Int32GetDatum(req->max_messages);
 	values[2] = req->topic ? CStringGetTextDatum(req->topic) : (Datum) 0;
@@ -298,42 +332,27 @@ outbox_claim(const ClaimRequest *req)
 	nulls[6] = req->route_prefixes ? ' ' : 'n';
 	values[7] = req->tenant ? CStringGetTextDatum(req->tenant) : (Datum) 0;
 	nulls[7] = req->tenant ? ' ' : 'n';
+}
 
+static Oid	claim_argtypes[8] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
+TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+
+/*
+ * Claim up to req->max_messages messages for a lease (status processing,
+ * attempt counted); the claimed rows are left in SPI_tuptable in
+ * (available_at, id) order.  Caller is connected to SPI.
+ */
+int
+outbox_claim(const ClaimRequest *req)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[8];
+	char		nulls[8];
+
+	claim_parameters(req, values, nulls);
 	cached_plan(&plan,
-				"WITH r AS MATERIALIZED ("
-				"  SELECT array_agg(topic_pattern) AS patterns,"
-				"         array_agg(config -> 'ordered' = 'true'::jsonb) AS ordered,"
-				"         coalesce(bool_or(config -> 'ordered' = 'true'::jsonb), false) AS any_ordered"
-				"    FROM txoutbox.routes WHERE enabled"
-				"), candidates AS MATERIALIZED ("
-				"  SELECT m.id, m.available_at AS due,"
-				"         (m.status = 'processing' AND m.attempt_count >= m.max_attempts) AS exhausted"
-				"    FROM r, txoutbox.messages m"
-				"   WHERE m.status = ANY (" UNFINISHED ")"
-				"     AND m.available_at <= $5"
-				"     AND ($3::text IS NULL OR m.topic = $3)"
-				"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))"
-				"     AND ($8::text IS NULL OR m.tenant_id = $8)"
-				/* ordered routes: only the oldest unfinished message of a key */
-				"     AND (NOT r.any_ordered OR m.message_key IS NULL"
-				"          OR NOT txoutbox._topic_is_ordered(m.topic, r.patterns, r.ordered)"
-				"          OR NOT EXISTS (SELECT 1 FROM txoutbox.messages e"
-				"                          WHERE e.topic = m.topic AND e.message_key = m.message_key"
-				"                            AND e.id < m.id AND e.status = ANY (" KEY_BLOCKING ")"
-				"                            AND NOT (e.status = 'failed' AND EXISTS"
-				"                                 (SELECT 1 FROM txoutbox.skipped_messages k WHERE k.id = e.id))))"
-				"   ORDER BY m.available_at, m.id"
-				"   LIMIT $2"
-				"   FOR UPDATE OF m SKIP LOCKED"
-				"), expired AS ("
-				"  UPDATE txoutbox.messages m"
-				"     SET status = 'failed',"
-				"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left',"
-				"                             m.locked_by, m.attempt_count, m.max_attempts),"
-				"         locked_by = NULL, locked_at = NULL, updated_at = $5"
-				"    FROM candidates c"
-				"   WHERE m.id = c.id AND c.exhausted"
-				"), claimed AS ("
+				CANDIDATES_CTE("m.id")
+				", claimed AS ("
 				"  UPDATE txoutbox.messages m"
 				"     SET status = 'processing', locked_by = $1, locked_at = $5,"
 				"         attempt_count = m.attempt_count + 1, available_at = $4, updated_at = $5"
@@ -341,8 +360,55 @@ outbox_claim(const ClaimRequest *req)
 				"   WHERE m.id = c.id AND NOT c.exhausted"
 				"  RETURNING m.*, c.due"
 				") SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY due, id",
-				8, argtypes);
+				8, claim_argtypes);
 	return run_plan(plan, values, nulls, SPI_OK_SELECT);
+}
+
+/*
+ * Dispatcher: lock up to req->max_messages claimable messages without
+ * changing them; their rows (as locked) are left in SPI_tuptable in
+ * (available_at, id) order.  The caller publishes and then records each
+ * outcome with one UPDATE (the *_many functions with by_lock), or gives it a
+ * lease with outbox_lease_many, all in this transaction.  One new row
+ * version per message instead of two.  Caller is connected to SPI.
+ */
+int
+outbox_lock_claimable(const ClaimRequest *req)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[8];
+	char		nulls[8];
+
+	claim_parameters(req, values, nulls);
+	cached_plan(&plan,
+				CANDIDATES_CTE("m.*")
+				" SELECT " MESSAGE_COLUMNS " FROM candidates WHERE NOT exhausted ORDER BY due, id",
+				8, claim_argtypes);
+	return run_plan(plan, values, nulls, SPI_OK_SELECT);
+}
+
+/*
+ * Dispatcher: give messages locked by outbox_lock_claimable a lease (for
+ * publishers that work outside the transaction).  Caller is in SPI.
+ */
+void
+outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of, TimestampTz lock_until)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[4] = {UUIDARRAYOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[4];
+
+	values[0] = ids;
+	values[1] = CStringGetTextDatum(consumer);
+	values[2] = TimestampTzGetDatum(as_of);
+	values[3] = TimestampTzGetDatum(lock_until);
+	cached_plan(&plan,
+				"UPDATE txoutbox.messages"
+				"   SET status = 'processing', locked_by = $2, locked_at = $3,"
+				"       attempt_count = attempt_count + 1, available_at = $4, updated_at = $3"
+				" WHERE id = ANY ($1)",
+				4, argtypes);
+	run_plan(plan, values, NULL, SPI_OK_UPDATE);
 }
 
 /*
@@ -610,43 +676,49 @@ txoutbox_skip(PG_FUNCTION_ARGS)
 }
 
 /*
- * Dispatcher: mark the given processing messages (uuid[]) succeeded if the
- * consumer still holds them.  Returns how many were marked; those whose
- * lease was taken over are left alone.  Caller is connected to SPI.
+ * Dispatcher: mark messages (uuid[]) succeeded.  by_lock: they were locked
+ * by outbox_lock_claimable in this transaction, and this counts their
+ * attempt; otherwise they must still be processing under consumer's lease
+ * (those taken over are left alone).  Returns how many were marked.  Caller
+ * is connected to SPI.
  */
 int
-outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz published_at)
+outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz published_at,
+						   bool by_lock)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[3] = {UUIDARRAYOID, TEXTOID, TIMESTAMPTZOID};
-	Datum		values[3];
+	static Oid	argtypes[4] = {UUIDARRAYOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+	Datum		values[4];
 
 	values[0] = ids;
 	values[1] = CStringGetTextDatum(consumer);
 	values[2] = TimestampTzGetDatum(published_at);
+	values[3] = BoolGetDatum(by_lock);
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages"
 				"   SET status = 'succeeded', published_at = $3, locked_by = NULL,"
-				"       locked_at = NULL, updated_at = $3"
-				" WHERE id = ANY ($1) AND status = 'processing' AND locked_by = $2",
-				3, argtypes);
+				"       locked_at = NULL, updated_at = $3,"
+				"       attempt_count = attempt_count + CASE WHEN $4 THEN 1 ELSE 0 END"
+				" WHERE id = ANY ($1) AND ($4 OR (status = 'processing' AND locked_by = $2))",
+				4, argtypes);
 	return run_plan(plan, values, NULL, SPI_OK_UPDATE);
 }
 
 /*
  * Dispatcher: record failures (parallel arrays uuid[], text[], timestamptz[],
  * int[]; a NULL next attempt fails the message at once; a non-NULL max
- * attempts is the route's, overriding the message's).  Returns how many went to
+ * attempts is the route's, overriding the message's).  by_lock as for
+ * outbox_mark_succeeded_many.  Returns how many went to
  * retrying; SPI_processed minus that failed.  Caller is connected to SPI.
  */
 int
 outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max_attempts,
-						const char *consumer, TimestampTz failed_at)
+						const char *consumer, TimestampTz failed_at, bool by_lock)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[6] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID};
-	Datum		values[6];
+	static Oid	argtypes[7] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, INT4OID};
+	Datum		values[7];
 	uint64		i;
 	int			retried = 0;
 
@@ -656,19 +728,22 @@ outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max
 	values[3] = CStringGetTextDatum(consumer);
 	values[4] = TimestampTzGetDatum(failed_at);
 	values[5] = max_attempts;
+	values[6] = Int32GetDatum(by_lock ? 1 : 0);
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages m"
 				"   SET status = CASE WHEN f.next_at IS NOT NULL"
-				"                      AND m.attempt_count < coalesce(f.max_attempts, m.max_attempts)"
+				"                      AND m.attempt_count + $7 < coalesce(f.max_attempts, m.max_attempts)"
 				"                     THEN 'retrying' ELSE 'failed' END,"
 				"       available_at = CASE WHEN f.next_at IS NOT NULL"
-				"                           AND m.attempt_count < coalesce(f.max_attempts, m.max_attempts)"
+				"                           AND m.attempt_count + $7 < coalesce(f.max_attempts, m.max_attempts)"
 				"                           THEN f.next_at ELSE m.available_at END,"
+				"       attempt_count = m.attempt_count + $7,"
 				"       last_error = f.reason, locked_by = NULL, locked_at = NULL, updated_at = $5"
 				"  FROM unnest($1, $2, $3, $6) AS f(id, reason, next_at, max_attempts)"
-				" WHERE m.id = f.id AND m.status = 'processing' AND m.locked_by = $4"
+				" WHERE m.id = f.id"
+				"   AND ($7 = 1 OR (m.status = 'processing' AND m.locked_by = $4))"
 				" RETURNING m.status = 'retrying'",
-				6, argtypes);
+				7, argtypes);
 	run_plan(plan, values, NULL, SPI_OK_UPDATE_RETURNING);
 	for (i = 0; i < SPI_processed; i++)
 	{

@@ -70,7 +70,7 @@ lookup_publisher_function(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("function %s(txoutbox.messages) does not exist", name),
-				 errhint("A function publisher calls a function that takes the message row.")));
+				 errhint("A function publisher calls a function that takes the message row; schema-qualify its name.")));
 	return fn;
 }
 

@@ -101,11 +101,14 @@ typedef struct ClaimRequest
 } ClaimRequest;
 
 extern int	outbox_claim(const ClaimRequest *req);	/* rows in SPI_tuptable */
+extern int	outbox_lock_claimable(const ClaimRequest *req);	/* likewise */
+extern void outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of,
+							  TimestampTz lock_until);
 extern int	outbox_mark_succeeded_many(Datum ids, const char *consumer,
-									   TimestampTz published_at);
+									   TimestampTz published_at, bool by_lock);
 extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
 									Datum max_attempts, const char *consumer,
-									TimestampTz failed_at);
+									TimestampTz failed_at, bool by_lock);
 extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
 extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
 extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);
