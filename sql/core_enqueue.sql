@@ -13,7 +13,7 @@ SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) AS args
                      'replay', 'purge', 'dispatch', 'add_route', 'remove_route', 'worker_status')
  ORDER BY p.proname;
 SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
- WHERE c.relnamespace = 'txoutbox'::regnamespace AND c.relkind IN ('r', 'v')
+ WHERE c.relnamespace = 'txoutbox'::regnamespace AND c.relname IN ('messages', 'routes', 'stats')
  ORDER BY c.relname;
 SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull
   FROM pg_catalog.pg_attribute

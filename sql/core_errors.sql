@@ -7,6 +7,10 @@
 -- shown as <id>.  A failed call changes nothing.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- runnable alone too: the extension is created by core_enqueue otherwise
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 
 -- try(sql, id): run sql; 'ok', or the SQLSTATE and the message with the id

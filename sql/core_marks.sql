@@ -2,6 +2,10 @@
 -- check, and replay.  Ids are kept in psql variables, never printed.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- runnable alone too: the extension is created by core_enqueue otherwise
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 
 -- try(sql, id): run sql; 'ok', or the SQLSTATE and message with the id
@@ -80,8 +84,7 @@ SELECT message_key, status, attempt_count, last_error
 SELECT message_key, status, attempt_count, locked_by
   FROM txoutbox.claim('w3', 100, as_of => '2020-01-01 00:10:00+00');
 -- attempt 3 of 3 failed: failed, even though a next attempt was asked for
-SELECT message_key, status, attempt_count, max_attempts, last_error,
-       available_at = '2020-01-01 00:20:00+00' AS moved_to_next_attempt
+SELECT message_key, status, attempt_count, max_attempts, last_error
   FROM txoutbox.mark_failed(:'re1', 'timeout 3', next_attempt_at => '2020-01-01 00:20:00+00', consumer => 'w3');
 SELECT count(*) FROM txoutbox.claim('w4', 100, as_of => '2020-01-01 01:00:00+00');
 

@@ -2,6 +2,10 @@
 -- stats view.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- runnable alone too: the extension is created by core_enqueue otherwise
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 TRUNCATE txoutbox.routes;
 

@@ -3,6 +3,10 @@
 -- message, a rolled-back insert gives none.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- runnable alone too: the extension is created by core_enqueue otherwise
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 
 CREATE TABLE shop_orders (

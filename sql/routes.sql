@@ -2,6 +2,10 @@
 -- specific enabled match) and the stats view's routed/unrouted column.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
+-- runnable alone too: the extension is created by core_enqueue otherwise
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 TRUNCATE txoutbox.routes;
 
@@ -28,7 +32,7 @@ SELECT topic_pattern, publisher, config, enabled
   FROM txoutbox.add_route('orders.eu.*', 'notify');
 SELECT topic_pattern, publisher, config, enabled
   FROM txoutbox.add_route(topic_pattern => '*', publisher => 'notify', config => '{"channel": "everything"}');
-SELECT topic_pattern, publisher, config FROM txoutbox.add_route('audit', 'function', '{"function": "route_sink"}');
+SELECT topic_pattern, publisher, config FROM txoutbox.add_route('audit', 'function', '{"function": "public.route_sink"}');
 SELECT topic_pattern, publisher, config FROM txoutbox.add_route('nulls', 'notify', NULL);
 SELECT length(topic_pattern), publisher, config FROM txoutbox.add_route(repeat('p', 254) || '*', 'notify');
 SELECT left(topic_pattern, 20) AS topic_pattern, publisher, enabled FROM txoutbox.routes ORDER BY id;
