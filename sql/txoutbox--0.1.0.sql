@@ -414,7 +414,15 @@ SELECT s.topic,
          WHERE (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
             OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
          GROUP BY m.topic, m.status) s
-  LEFT JOIN LATERAL txoutbox.route_for(s.topic) r ON r.id IS NOT NULL;
+  LEFT JOIN LATERAL (
+        SELECT rt.id, rt.publisher, rt.config FROM txoutbox.routes rt
+         WHERE rt.enabled
+           AND (rt.topic_pattern OPERATOR(pg_catalog.=) s.topic
+                OR (pg_catalog.right(rt.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
+                    AND pg_catalog.starts_with(s.topic, pg_catalog.left(rt.topic_pattern, -1))))
+         ORDER BY (rt.topic_pattern OPERATOR(pg_catalog.=) s.topic) DESC,
+                  pg_catalog.length(rt.topic_pattern) DESC
+         LIMIT 1) r ON true;
 
 -- Tenant isolation for direct table access ---------------------------------------
 -- Every function above already limits a session bound to a tenant (the
@@ -430,7 +438,7 @@ CREATE POLICY messages_tenant_isolation ON txoutbox.messages
 CREATE FUNCTION txoutbox.enable_tenant_isolation()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     ALTER TABLE txoutbox.messages ENABLE ROW LEVEL SECURITY;
@@ -440,7 +448,7 @@ $$;
 CREATE FUNCTION txoutbox.disable_tenant_isolation()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     ALTER TABLE txoutbox.messages DISABLE ROW LEVEL SECURITY;
@@ -453,7 +461,8 @@ $$;
 --   consumer: claim, mark_succeeded, mark_failed, get, list
 --   admin:    everything: routes, replay, skip, purge, dispatch, stats,
 --             worker_status, tenant isolation, and SET / ALTER SYSTEM on the
---             txoutbox.* settings
+--             tuning settings (not database, workers, tenant_id,
+--             http_allowed_hosts, which stay with superusers)
 -- grant_role() and revoke_role() run with the caller's rights: only a role
 -- that may grant these (the extension's owner, a superuser) can use them.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM PUBLIC;
@@ -468,6 +477,11 @@ AS $$
 DECLARE
     fn text;
     setting text;
+    -- the tuning settings; txoutbox.database, workers, tenant_id and
+    -- http_allowed_hosts stay with superusers
+    tuning text[] := ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
+                           'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
+                           'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout'];
     producer text[] := ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
                              'txoutbox.capture()'];
     consumer text[] := ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
@@ -479,6 +493,13 @@ BEGIN
     IF role_name IS NULL OR grant_set IS NULL THEN
         RAISE EXCEPTION 'role_name and grant_set must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER,
+            (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'txoutbox'),
+            'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to grant or revoke txoutbox privileges'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only the owner of the extension txoutbox (or a superuser) can.';
+    END IF;
     IF grant_set OPERATOR(pg_catalog.<>) ALL (ARRAY['producer', 'consumer', 'admin']) THEN
         RAISE EXCEPTION 'unknown grant set "%"', grant_set
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use producer, consumer or admin.';
@@ -488,8 +509,7 @@ BEGIN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA txoutbox TO %s', role_name);
         EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.stats TO %s', role_name);
         EXECUTE pg_catalog.format('GRANT SELECT, UPDATE (enabled) ON txoutbox.routes TO %s', role_name);
-        FOR setting IN SELECT s.name FROM pg_catalog.pg_settings s
-                        WHERE pg_catalog.starts_with(s.name, 'txoutbox.') LOOP
+        FOREACH setting IN ARRAY tuning LOOP
             EXECUTE pg_catalog.format('GRANT SET, ALTER SYSTEM ON PARAMETER %s TO %s', setting, role_name);
         END LOOP;
         RETURN;
@@ -507,15 +527,26 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     setting text;
+    -- the tuning settings; txoutbox.database, workers, tenant_id and
+    -- http_allowed_hosts stay with superusers
+    tuning text[] := ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
+                           'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
+                           'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout'];
 BEGIN
     IF role_name IS NULL THEN
         RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER,
+            (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'txoutbox'),
+            'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to grant or revoke txoutbox privileges'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only the owner of the extension txoutbox (or a superuser) can.';
+    END IF;
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM %s', role_name);
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL TABLES IN SCHEMA txoutbox FROM %s', role_name);
     EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA txoutbox FROM %s', role_name);
-    FOR setting IN SELECT s.name FROM pg_catalog.pg_settings s
-                    WHERE pg_catalog.starts_with(s.name, 'txoutbox.') LOOP
+    FOREACH setting IN ARRAY tuning LOOP
         EXECUTE pg_catalog.format('REVOKE SET, ALTER SYSTEM ON PARAMETER %s FROM %s', setting, role_name);
     END LOOP;
 END

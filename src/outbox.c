@@ -210,6 +210,10 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	check_topic(PG_GETARG_TEXT_PP(0));
 	if (PG_ARGISNULL(1))
 		null_argument("payload");
+	if (!PG_ARGISNULL(2) && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)) > TXOUTBOX_MAX_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message_key must be at most %d bytes long", TXOUTBOX_MAX_KEY_BYTES)));
 	if (!PG_ARGISNULL(3))
 		check_headers(PG_GETARG_JSONB_P(3));
 	if (!PG_ARGISNULL(7))

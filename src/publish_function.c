@@ -14,8 +14,9 @@
  *
  * The function runs as its owner (not as the worker's superuser, nor as the
  * owner of dispatch()), so whoever can replace its body gains nothing, and
- * with the configured search_path rather than the pinned one the worker
- * uses for its own queries.
+ * with search_path = pg_catalog, pg_temp whoever calls dispatch() (so nobody
+ * can steer its unqualified names): like any SECURITY DEFINER function, it
+ * should qualify names or SET its own search_path.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,7 +37,6 @@
 #include "utils/syscache.h"
 
 #include "publisher.h"
-#include "txoutbox.h"
 
 static const char *const function_keys[] = {"function", "timeout_ms", NULL};
 
@@ -109,9 +109,9 @@ function_parse_config(Jsonb *config)
 }
 
 /*
- * Subtransaction body: call the function with the row as its owner, with
- * the configured search_path; ignore its result.  An error's subtransaction
- * abort restores the user and the setting.
+ * Subtransaction body: call the function with the row as its owner, with a
+ * fixed search_path; ignore its result.  An error's subtransaction abort
+ * restores the user and the setting.
  */
 static void
 call_function(void *arg)
@@ -124,9 +124,7 @@ call_function(void *arg)
 	LOCAL_FCINFO(fcinfo, 1);
 
 	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path",
-							 txoutbox_user_search_path ? txoutbox_user_search_path :
-							 GetConfigOptionResetString("search_path"),
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(a->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);

@@ -8,7 +8,10 @@
  * checked by http_parse_config (add_route, and every round).  Only http and
  * https URLs are accepted; when txoutbox.http_allowed_hosts is set, the
  * URL's host must be one of its entries (a name, or "*.example.com" for any
- * subdomain of example.com).
+ * subdomain of example.com).  Headers are sent in this order of precedence:
+ * the message's headers over the route's over ours (Content-Type,
+ * User-Agent, X-Correlation-Id), except the reserved ones (webhook-*,
+ * X-Txoutbox-*, and those that frame the request), which neither may set.
  *
  * Requests: external publisher, so publish() runs with no transaction open
  * in the worker.  Up to txoutbox.http_max_concurrency requests are in flight
@@ -21,6 +24,14 @@
  * flight.  Redirects are not followed, proxies from the environment are
  * not used (the worker would otherwise inherit the postmaster's
  * http_proxy), and "Expect: 100-continue" is never sent.
+ *
+ * Leases: in the worker a round marks its outcomes after its last request
+ * ends, so no request may run past the claims' lease (txoutbox.lock_timeout
+ * from the claiming transaction's start, less a margin): a request that
+ * would is given a shorter timeout, or is not sent and is released for an
+ * immediate retry.  Otherwise another dispatcher could claim and send the
+ * message again while it is in flight, and every mark of the round would be
+ * refused (see http_publish).
  *
  * Outcomes: 2xx succeeds; curl errors (connection refused, timeouts, reset)
  * and 408, 425, 429 and 5xx are retried, with Retry-After (seconds or an
@@ -984,7 +995,8 @@ run_requests(HttpRequest *reqs, int n, int max_running, TimestampTz deadline)
 			done++;
 		}
 
-		if (running > 0)
+		/* wait for the network, unless finished requests freed slots to fill */
+		if (running > 0 && (running >= max_running || next >= n))
 		{
 			mc = curl_multi_poll(http_multi, NULL, 0, HTTP_POLL_MS, NULL);
 			if (mc != CURLM_OK)

@@ -43,7 +43,6 @@ int			txoutbox_http_max_concurrency = 32;
 int			txoutbox_http_timeout_ms = 5000;
 char	   *txoutbox_http_allowed_hosts = NULL;
 char	   *txoutbox_tenant_id = NULL;
-char	   *txoutbox_user_search_path = NULL;
 
 TxoutboxShared *txoutbox_shared = NULL;
 bool		txoutbox_preloaded = false;

@@ -23,6 +23,7 @@
 #define TXOUTBOX_ERROR_LEN			512
 #define TXOUTBOX_MAX_TOPIC_LEN		255
 #define TXOUTBOX_MAX_CLAIM			10000
+#define TXOUTBOX_MAX_KEY_BYTES		1024	/* message_key is indexed */
 
 /* settings (txoutbox.c) */
 extern char *txoutbox_database;
@@ -38,7 +39,6 @@ extern int	txoutbox_http_max_concurrency;
 extern int	txoutbox_http_timeout_ms;
 extern char *txoutbox_http_allowed_hosts;
 extern char *txoutbox_tenant_id;
-extern char *txoutbox_user_search_path;	/* worker: search_path before pinning */
 
 /* What a dispatcher is doing, as shown by worker_status(). */
 typedef enum WorkerState

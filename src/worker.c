@@ -490,10 +490,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 	/*
 	 * Our queries run with only pg_catalog on the search path, so nothing
 	 * planted in public can stand in for an operator or function they use.
-	 * Function publishers get the configured search path back for their call.
 	 */
-	txoutbox_user_search_path = MemoryContextStrdup(TopMemoryContext,
-													GetConfigOptionResetString("search_path"));
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
