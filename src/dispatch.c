@@ -39,12 +39,8 @@
 
 PG_FUNCTION_INFO_V1(txoutbox_dispatch);
 
-typedef struct PublishBatch
-{
-	const Publisher *publisher;
-	PublishItem *items;
-	int			n;
-} PublishBatch;
+/* The publishers that work outside the transaction and keep work in flight. */
+static const Publisher *const external_publishers[] = {&http_publisher};
 
 /*
  * Start a worker transaction with SPI and a snapshot; returns the memory
@@ -105,6 +101,7 @@ copy_message(uint64 i, TupleDesc rowdesc, const ClaimRequest *req, MemoryContext
 	m->attempt_count = DatumGetInt32(values[9]) + 1;
 	m->max_attempts = DatumGetInt32(values[10]);
 	m->created_at = DatumGetTimestampTz(values[16]);
+	m->lease_until = req->lock_until;
 
 	values[8] = CStringGetTextDatum("processing");
 	values[9] = Int32GetDatum(m->attempt_count);
@@ -200,6 +197,8 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		PublishItem *it = &b->items[i];
 		const RoutePolicy *policy = it->route ? &it->route->policy : NULL;
 
+		if (it->outcome == PUBLISH_IN_FLIGHT)
+			continue;			/* marked when collected */
 		if (it->outcome == PUBLISH_SUCCEEDED)
 		{
 			ok_ids[nok++] = UUIDPGetDatum(&it->msg->id);
@@ -381,20 +380,62 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		return;
 	}
 
-	if (!any_external)
+	/* external publishers: no transaction open while they work */
+	if (any_external)
+	{
+		pgstat_report_activity(STATE_RUNNING, "txoutbox: publishing");
+		for (b = 0; b < nbatches; b++)
+			if (batches[b].publisher && !batches[b].publisher->transactional)
+				publish_batch(&batches[b], false);
+	}
+	dispatch_collect(opts, counts, any_external ? batches : NULL, nbatches);
+}
+
+/*
+ * Worker: record the outcomes external publishers finished (those of this
+ * round's batches that finished at once, and those collected from earlier
+ * rounds) in one short transaction, and count what is still in flight.
+ * batches may be NULL.  Called outside a transaction.
+ */
+void
+dispatch_collect(const DispatchOptions *opts, DispatchCounts *counts,
+				 PublishBatch *batches, int nbatches)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	PublishBatch done[lengthof(external_publishers)];
+	int			ndone = 0;
+	bool		any = false;
+	int			b,
+				i;
+
+	for (b = 0; batches != NULL && b < nbatches; b++)
+		if (batches[b].publisher && !batches[b].publisher->transactional)
+			for (i = 0; i < batches[b].n && !any; i++)
+				any = batches[b].items[i].outcome != PUBLISH_IN_FLIGHT;
+	counts->in_flight = 0;
+	for (b = 0; b < lengthof(external_publishers); b++)
+	{
+		const Publisher *p = external_publishers[b];
+
+		if (p->collect == NULL)
+			continue;
+		done[ndone].publisher = p;
+		done[ndone].n = p->collect(&done[ndone].items);
+		any |= done[ndone].n > 0;
+		ndone++;
+		counts->in_flight += p->in_flight();
+	}
+	if (!any)
 		return;
 
-	/* external publishers: no transaction open while they work */
-	pgstat_report_activity(STATE_RUNNING, "txoutbox: publishing");
-	for (b = 0; b < nbatches; b++)
-		if (batches[b].publisher && !batches[b].publisher->transactional)
-			publish_batch(&batches[b], false);
-
 	worker_xact_begin("txoutbox: recording outcomes");
-	for (b = 0; b < nbatches; b++)
+	for (b = 0; batches != NULL && b < nbatches; b++)
 		if (batches[b].publisher && !batches[b].publisher->transactional)
 			mark_batch(&batches[b], opts, false, counts);
-	worker_xact_commit(round_cxt);
+	for (b = 0; b < ndone; b++)
+		if (done[b].n > 0)
+			mark_batch(&done[b], opts, false, counts);
+	worker_xact_commit(cxt);
 }
 
 /*

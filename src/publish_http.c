@@ -14,24 +14,28 @@
  * X-Txoutbox-*, and those that frame the request), which neither may set.
  *
  * Requests: external publisher, so publish() runs with no transaction open
- * in the worker.  Up to txoutbox.http_max_concurrency requests are in flight
- * at once; the others wait their turn, and their timeout starts only when
- * they are sent.  One CURLM handle lives for the whole process, so its
- * connection cache (and DNS cache) keeps connections alive across messages
- * and rounds; it never holds more than http_max_concurrency connections.
- * The loop polls curl with a short timeout and checks for interrupts in
- * between, so SIGTERM ends the worker promptly even with requests in
- * flight.  Redirects are not followed, proxies from the environment are
- * not used (the worker would otherwise inherit the postmaster's
- * http_proxy), and "Expect: 100-continue" is never sent.
+ * in the worker, hands each message's request over and returns at once;
+ * the dispatcher collects the outcomes (http_collect) in that round or a
+ * later one, so a slow endpoint holds up only its own messages.  Up to
+ * txoutbox.http_max_concurrency requests run at once, at most three
+ * quarters of them for one route; the others wait their turn, and their
+ * timeout starts only when they are sent.  A route with that many requests
+ * waiting or running is not claimed from until some finish.  One CURLM
+ * handle lives for the whole process, so its connection cache (and DNS
+ * cache) keeps connections alive across messages and rounds; it never
+ * holds more than http_max_concurrency connections.  Each wait polls curl
+ * with a short timeout and checks for interrupts, so SIGTERM ends the
+ * worker promptly even with requests in flight.  Redirects are not
+ * followed, proxies from the environment are not used (the worker would
+ * otherwise inherit the postmaster's http_proxy), and "Expect:
+ * 100-continue" is never sent.  In dispatch() (in the caller's transaction)
+ * publish() finishes every request before it returns.
  *
- * Leases: in the worker a round marks its outcomes after its last request
- * ends, so no request may run past the claims' lease (txoutbox.lock_timeout
- * from the claiming transaction's start, less a margin): a request that
- * would is given a shorter timeout, or is not sent and is released for an
+ * Leases: no request may run past its claim's lease (OutboxMessage
+ * lease_until, less a margin to record the outcome): a request that would
+ * is given a shorter timeout, or is not sent and is released for an
  * immediate retry.  Otherwise another dispatcher could claim and send the
- * message again while it is in flight, and every mark of the round would be
- * refused (see http_publish).
+ * message again while it is in flight, and its mark would be refused.
  *
  * Outcomes: 2xx succeeds; curl errors (connection refused, timeouts, reset)
  * and 408, 425, 429 and 5xx are retried, with Retry-After (seconds or an
@@ -40,10 +44,10 @@
  * curl's error and the phase that timed out.  Neither the secret, the
  * signature, the URL nor any header value is ever put in an error.
  *
- * Memory: per-round data lives in the caller's memory context (reset by
- * the dispatcher every round); curl's own allocations (easy handles, header
- * lists) are freed when each request ends, or on an ERROR before it is
- * rethrown.  curl callbacks never call into PostgreSQL (no palloc, no
+ * Memory: a request lives in a memory context of its own, from the
+ * round that hands it over until the collect after the one that returned
+ * its outcome; curl's own allocations (easy handles, header lists) are
+ * freed when the request ends.  curl callbacks never call into PostgreSQL (no palloc, no
  * ereport): they write into fixed buffers.
  *
  *-------------------------------------------------------------------------
@@ -103,10 +107,23 @@ typedef struct HttpRoute
 	char	  **header_values;
 } HttpRoute;
 
-/* One request in flight (or waiting to be sent). */
+/*
+ * One request: built (body, headers) when its message is handed over,
+ * sent when a slot is free, kept until its outcome is collected.  It lives
+ * in its own memory context, since it outlives the round that made it.
+ */
 typedef struct HttpRequest
 {
-	PublishItem *item;
+	MemoryContext cxt;			/* holds this and all it points to */
+	struct HttpRequest *next;	/* in one of the lists below */
+	PublishItem item;			/* outcome; msg and route point below */
+	OutboxMessage msg;			/* id and attempt */
+	OutboxRoute route;			/* id and delivery policy */
+	bool		sync;			/* dispatch(): its caller waits for it */
+	char	   *url;
+	const char *method;
+	int			cfg_timeout_ms; /* the route's timeout */
+	TimestampTz deadline;		/* must be done by then (lease); 0: none */
 	CURL	   *easy;			/* NULL unless in flight */
 	struct curl_slist *headers;
 	char	   *body;
@@ -119,9 +136,24 @@ typedef struct HttpRequest
 	char		retry_after[64];
 } HttpRequest;
 
-/* Process-lifetime state: the connection cache lives in multi. */
+typedef struct RequestList
+{
+	HttpRequest *head;
+	HttpRequest *tail;
+	int			n;
+} RequestList;
+
+/*
+ * Process-lifetime state: the connection cache lives in multi; requests
+ * move waiting -> running -> done -> collected (freed at the next collect).
+ */
 static CURLM *http_multi = NULL;
 static ResourceOwner http_resowner = NULL;
+static MemoryContext http_cxt = NULL;
+static RequestList waiting;
+static RequestList running;
+static RequestList done;
+static RequestList collected;
 
 /* ---- config -------------------------------------------------------------- */
 
@@ -449,6 +481,8 @@ http_init(void)
 				 errmsg("could not create a libcurl multi handle")));
 	/* the HMAC code registers its OpenSSL contexts with a resource owner */
 	http_resowner = ResourceOwnerCreate(NULL, "txoutbox http");
+	http_cxt = AllocSetContextCreate(TopMemoryContext, "txoutbox http requests",
+									 ALLOCSET_DEFAULT_SIZES);
 }
 
 /* curl write callback: keep the first HTTP_RESPONSE_CAP bytes, drop the rest. */
@@ -621,22 +655,43 @@ add_message_headers(HeaderList *h, const OutboxMessage *msg)
 }
 
 /*
- * Build request r (body, headers, easy handle) and add it to the multi
- * handle, with timeout_ms as its timeout.  Returns false, with r's outcome
- * set, when it cannot be sent.
+ * Build the request of item (body and header list) in a memory context of
+ * its own, keeping what the outcome needs (id, attempt, route policy).
+ * Returns NULL, with item's outcome set, when it cannot be sent.
  */
-static bool
-start_request(HttpRequest *r, int timeout_ms)
+static HttpRequest *
+build_request(PublishItem *item, TimestampTz deadline)
 {
-	PublishItem *item = r->item;
 	const OutboxMessage *msg = item->msg;
 	const HttpRoute *route = (const HttpRoute *) item->route->parsed;
+	MemoryContext cxt = AllocSetContextCreate(http_cxt, "txoutbox http request",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	HttpRequest *r = palloc0(sizeof(HttpRequest));
 	StringInfoData body;
 	HeaderList	h = {0};
 	char		ts[32];
 	char	   *problem;
-	CURL	   *easy;
 	int			i;
+
+	r->cxt = cxt;
+	r->item = *item;
+	r->item.msg = &r->msg;
+	r->item.route = &r->route;
+	r->item.outcome = PUBLISH_IN_FLIGHT;
+	r->item.error = NULL;
+	r->item.retry_after_ms = -1;
+	memcpy(&r->msg.id, &msg->id, sizeof(pg_uuid_t));
+	memcpy(r->msg.id_str, msg->id_str, sizeof(r->msg.id_str));
+	r->msg.attempt_count = msg->attempt_count;
+	r->msg.max_attempts = msg->max_attempts;
+	r->route.id = item->route->id;
+	r->route.policy = item->route->policy;
+	r->route.publisher = item->route->publisher;
+	r->url = pstrdup(route->url);
+	r->method = route->method;
+	r->cfg_timeout_ms = route->timeout_ms > 0 ? route->timeout_ms : txoutbox_http_timeout_ms;
+	r->deadline = deadline;
 
 	initStringInfo(&body);
 	if (route->envelope)
@@ -649,7 +704,7 @@ start_request(HttpRequest *r, int timeout_ms)
 	snprintf(ts, sizeof(ts), "%lld", (long long) time(NULL));
 	header_set(&h, "Content-Type", "application/json");
 	header_set(&h, "User-Agent", HTTP_USER_AGENT);
-	header_set(&h, "webhook-id", msg->id_str);
+	header_set(&h, "webhook-id", r->msg.id_str);
 	header_set(&h, "webhook-timestamp", pstrdup(ts));
 	if (route->key)
 	{
@@ -657,8 +712,9 @@ start_request(HttpRequest *r, int timeout_ms)
 
 		if (!sign(route, msg->id_str, ts, body.data, body.len, sig, sizeof(sig)))
 		{
+			MemoryContextSwitchTo(old);
 			publisher_set_outcome(item, PUBLISH_RETRY, "could not compute the webhook signature");
-			return false;
+			goto fail;
 		}
 		header_set(&h, "webhook-signature", psprintf("v1,%s", sig));
 	}
@@ -671,8 +727,9 @@ start_request(HttpRequest *r, int timeout_ms)
 	problem = add_message_headers(&h, msg);
 	if (problem)
 	{
+		MemoryContextSwitchTo(old);
 		publisher_set_outcome(item, PUBLISH_FAILED, "%s", problem);
-		return false;
+		goto fail;
 	}
 	/* no "Expect: 100-continue" round trip for large bodies */
 	header_set(&h, "Expect", "");
@@ -687,22 +744,41 @@ start_request(HttpRequest *r, int timeout_ms)
 		pfree(line);
 		if (next == NULL)
 		{
+			MemoryContextSwitchTo(old);
 			publisher_set_outcome(item, PUBLISH_RETRY, "out of memory building the request");
-			return false;
+			goto fail;
 		}
 		r->headers = next;
 	}
+	MemoryContextSwitchTo(old);
+	return r;
+
+fail:
+	if (r->headers)
+		curl_slist_free_all(r->headers);
+	MemoryContextDelete(cxt);
+	return NULL;
+}
+
+/*
+ * Send request r with timeout_ms as its timeout: an easy handle added to
+ * the multi handle.  Returns false, with r's outcome set, when it cannot.
+ */
+static bool
+send_request(HttpRequest *r, int timeout_ms)
+{
+	CURL	   *easy;
 
 	r->timeout_ms = timeout_ms;
 	easy = curl_easy_init();
 	if (easy == NULL)
 	{
-		publisher_set_outcome(item, PUBLISH_RETRY, "could not create a libcurl handle");
+		publisher_set_outcome(&r->item, PUBLISH_RETRY, "could not create a libcurl handle");
 		return false;
 	}
 	r->easy = easy;
 	r->errbuf[0] = '\0';
-	if (curl_easy_setopt(easy, CURLOPT_URL, route->url) != CURLE_OK ||
+	if (curl_easy_setopt(easy, CURLOPT_URL, r->url) != CURLE_OK ||
 #if LIBCURL_VERSION_NUM >= 0x075500	/* 7.85.0 */
 		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK ||
@@ -718,10 +794,10 @@ start_request(HttpRequest *r, int timeout_ms)
 		curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
 						 (long) Min(r->timeout_ms, HTTP_CONNECT_TIMEOUT_MS)) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_POST, 1L) != CURLE_OK ||
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body.len) != CURLE_OK ||
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) r->body_len) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, r->body) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
-						 strcmp(route->method, "POST") == 0 ? NULL : route->method) != CURLE_OK ||
+						 strcmp(r->method, "POST") == 0 ? NULL : r->method) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, r->headers) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
 		curl_easy_setopt(easy, CURLOPT_WRITEDATA, r) != CURLE_OK ||
@@ -733,7 +809,7 @@ start_request(HttpRequest *r, int timeout_ms)
 	{
 		curl_easy_cleanup(easy);
 		r->easy = NULL;
-		publisher_set_outcome(item, PUBLISH_RETRY, "could not set up the libcurl request");
+		publisher_set_outcome(&r->item, PUBLISH_RETRY, "could not set up the libcurl request");
 		return false;
 	}
 	return true;
@@ -869,7 +945,7 @@ describe_timeout(HttpRequest *r)
 static void
 finish_request(HttpRequest *r, CURLcode result)
 {
-	PublishItem *item = r->item;
+	PublishItem *item = &r->item;
 	long		status = 0;
 
 	item->retry_after_ms = -1;
@@ -911,19 +987,18 @@ finish_request(HttpRequest *r, CURLcode result)
 }
 
 /*
- * The timeout request r may have when started now, or 0 when it must not be
- * started: it could not finish before the lease deadline (0: none).
+ * The timeout request r may have when sent now, or 0 when it must not be
+ * sent: it could not finish before its deadline.
  */
 static int
-request_timeout(HttpRequest *r, TimestampTz deadline)
+request_timeout(HttpRequest *r)
 {
-	const HttpRoute *route = (const HttpRoute *) r->item->route->parsed;
-	int			timeout = route->timeout_ms > 0 ? route->timeout_ms : txoutbox_http_timeout_ms;
+	int			timeout = r->cfg_timeout_ms;
 	long		remaining;
 
-	if (deadline == 0)
+	if (r->deadline == 0)
 		return timeout;
-	remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), r->deadline);
 	if (remaining >= timeout)
 		return timeout;
 	if (remaining < Min(timeout, HTTP_MIN_LEASE_MS))
@@ -932,51 +1007,160 @@ request_timeout(HttpRequest *r, TimestampTz deadline)
 	return (int) remaining;
 }
 
+/* Append r to list l. */
+static void
+list_push(RequestList *l, HttpRequest *r)
+{
+	r->next = NULL;
+	if (l->tail)
+		l->tail->next = r;
+	else
+		l->head = r;
+	l->tail = r;
+	l->n++;
+}
+
+/* Unlink r (whose predecessor in l is prev, or NULL) from l. */
+static void
+list_unlink(RequestList *l, HttpRequest *prev, HttpRequest *r)
+{
+	if (prev)
+		prev->next = r->next;
+	else
+		l->head = r->next;
+	if (l->tail == r)
+		l->tail = prev;
+	r->next = NULL;
+	l->n--;
+}
+
+/* Unlink r from l, wherever it is in it. */
+static void
+list_remove(RequestList *l, HttpRequest *r)
+{
+	HttpRequest *prev = NULL;
+	HttpRequest *it;
+
+	for (it = l->head; it && it != r; it = it->next)
+		prev = it;
+	Assert(it == r);
+	list_unlink(l, prev, r);
+}
+
+/* Release r's curl resources and its memory. */
+static void
+free_request(HttpRequest *r)
+{
+	release_request(r);
+	MemoryContextDelete(r->cxt);
+}
+
+/* Requests of route_id in list l. */
+static int
+count_route(const RequestList *l, int64 route_id)
+{
+	const HttpRequest *r;
+	int			n = 0;
+
+	for (r = l->head; r; r = r->next)
+		if (r->route.id == route_id)
+			n++;
+	return n;
+}
+
+/* Most requests one route may have running: the others keep a quarter. */
+static int
+route_running_cap(void)
+{
+	int			total = Max(txoutbox_http_max_concurrency, 1);
+
+	return Max(1, total - total / 4);
+}
+
+/* Set r's outcome from a finished transfer (in r's memory); free curl's. */
+static void
+complete_request(HttpRequest *r, CURLcode result)
+{
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+	finish_request(r, result);
+	MemoryContextSwitchTo(old);
+	release_request(r);
+	if (r->body)
+	{
+		pfree(r->body);
+		r->body = NULL;
+	}
+}
+
+/* Send waiting requests, oldest first, while slots are free. */
+static void
+send_waiting(void)
+{
+	int			max_running = Max(txoutbox_http_max_concurrency, 1);
+	int			cap = route_running_cap();
+	HttpRequest *prev = NULL;
+	HttpRequest *r = waiting.head;
+
+	while (r != NULL && running.n < max_running)
+	{
+		HttpRequest *next = r->next;
+		MemoryContext old;
+		int			timeout;
+
+		/* a slow route's requests wait while it has its share running */
+		if (count_route(&running, r->route.id) >= cap)
+		{
+			prev = r;
+			r = next;
+			continue;
+		}
+		list_unlink(&waiting, prev, r);
+		old = MemoryContextSwitchTo(r->cxt);
+		timeout = request_timeout(r);
+		if (timeout == 0)
+		{
+			publisher_set_outcome(&r->item, PUBLISH_RETRY,
+								  "not sent: the claim's lease (txoutbox.lock_timeout) would end before "
+								  "the request could; %d requests were ahead of it", running.n + waiting.n);
+			r->item.retry_after_ms = 0;
+			list_push(&done, r);
+		}
+		else if (send_request(r, timeout))
+			list_push(&running, r);
+		else
+		{
+			release_request(r);
+			list_push(&done, r);
+		}
+		MemoryContextSwitchTo(old);
+		r = next;
+	}
+}
+
 /*
- * Run reqs[0..n-1] to completion, at most max_running at once, none running
- * past deadline (0: no deadline).
+ * Move requests along: send what fits, let curl work, move finished ones to
+ * done.  Waits up to wait_ms for one to finish while none did.  Checks for
+ * interrupts, so SIGTERM ends the worker promptly mid-request.
  */
 static void
-run_requests(HttpRequest *reqs, int n, int max_running, TimestampTz deadline)
+pump(long wait_ms)
 {
-	int			next = 0;
-	int			running = 0;
-	int			done = 0;
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	int			done_before = done.n;
 
-	while (done < n)
+	for (;;)
 	{
 		int			still_running;
 		int			queued;
 		CURLMsg    *m;
 		CURLMcode	mc;
+		long		left;
 
-		/* start what fits */
-		while (running < max_running && next < n)
-		{
-			HttpRequest *r = &reqs[next++];
-			int			timeout = request_timeout(r, deadline);
-
-			if (timeout == 0)
-			{
-				publisher_set_outcome(r->item, PUBLISH_RETRY,
-									  "not sent: the claim's lease (txoutbox.lock_timeout) would end before "
-									  "the request could; %d requests were ahead of it", next - 1);
-				r->item->retry_after_ms = 0;
-				done++;
-			}
-			else if (start_request(r, timeout))
-				running++;
-			else
-			{
-				release_request(r);
-				done++;
-			}
-		}
-
+		send_waiting();
 		mc = curl_multi_perform(http_multi, &still_running);
 		if (mc != CURLM_OK)
 			elog(ERROR, "txoutbox: curl_multi_perform failed: %s", curl_multi_strerror(mc));
-
 		while ((m = curl_multi_info_read(http_multi, &queued)) != NULL)
 		{
 			HttpRequest *r = NULL;
@@ -984,49 +1168,75 @@ run_requests(HttpRequest *reqs, int n, int max_running, TimestampTz deadline)
 			if (m->msg != CURLMSG_DONE)
 				continue;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **) &r);
-			finish_request(r, m->data.result);
-			release_request(r);
-			if (r->body)
-			{
-				pfree(r->body);
-				r->body = NULL;
-			}
-			running--;
-			done++;
+			complete_request(r, m->data.result);
+			list_remove(&running, r);
+			list_push(&done, r);
 		}
-
-		/* wait for the network, unless finished requests freed slots to fill */
-		if (running > 0 && (running >= max_running || next >= n))
-		{
-			mc = curl_multi_poll(http_multi, NULL, 0, HTTP_POLL_MS, NULL);
-			if (mc != CURLM_OK)
-				elog(ERROR, "txoutbox: curl_multi_poll failed: %s", curl_multi_strerror(mc));
-		}
+		/* a freed slot may let a waiting request go at once */
+		if (done.n > done_before && waiting.n > 0)
+			send_waiting();
 		CHECK_FOR_INTERRUPTS();
+
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (done.n > done_before || running.n == 0 || left <= 0)
+			return;
+		mc = curl_multi_poll(http_multi, NULL, 0, (int) Min(left, HTTP_POLL_MS), NULL);
+		if (mc != CURLM_OK)
+			elog(ERROR, "txoutbox: curl_multi_poll failed: %s", curl_multi_strerror(mc));
+	}
+}
+
+/* Drop the requests dispatch() was waiting for (it is ending in an ERROR). */
+static void
+drop_sync_requests(void)
+{
+	RequestList *lists[] = {&waiting, &running, &done};
+	int			i;
+
+	for (i = 0; i < lengthof(lists); i++)
+	{
+		HttpRequest *prev = NULL;
+		HttpRequest *r = lists[i]->head;
+
+		while (r)
+		{
+			HttpRequest *next = r->next;
+
+			if (r->sync)
+			{
+				list_unlink(lists[i], prev, r);
+				free_request(r);
+			}
+			else
+				prev = r;
+			r = next;
+		}
 	}
 }
 
 /*
- * Send one request per item, up to txoutbox.http_max_concurrency at once,
- * and set every item's outcome.  Only an interrupt (SIGTERM, cancel) or
- * running out of memory throws; the requests in flight are then dropped.
+ * Hand over one request per item.  In the worker (no transaction open) the
+ * items are left PUBLISH_IN_FLIGHT and their outcomes come from
+ * http_collect(), in this round or a later one.  Up to
+ * txoutbox.http_max_concurrency requests are in flight at once, at most
+ * three quarters of them for one route, so a hanging endpoint delays only
+ * its own messages.  No request may run past its claim's lease, less a
+ * margin to record the outcome (another dispatcher could otherwise claim
+ * and send the message again): a request that would is given a shorter
+ * timeout, or when its turn comes too late, is not sent and is released for
+ * an immediate retry.
  *
- * In the worker (no transaction open) the claims were made, and their lease
- * of txoutbox.lock_timeout started, when the claiming transaction started.
- * Once a lease ends, another dispatcher may claim the message and send it
- * again while our request is still in flight.  So no request may run past
- * the lease, less a margin to record the outcome: a request that would is
- * given a shorter timeout, or when its turn comes too late, is not sent and
- * is released for an immediate retry.  In dispatch() (in a transaction) the
- * claimed rows stay locked by the caller's transaction, so no deadline.
+ * In dispatch() (in a transaction: the caller's locks hold the messages, so
+ * no deadline) every request is finished before returning.  Only an
+ * interrupt or running out of memory throws.
  */
 static void
 http_publish(PublishItem *items, int n)
 {
-	HttpRequest *reqs;
+	bool		sync = IsTransactionState();
+	HttpRequest **reqs;
 	int			max_running;
 	int			i;
-	volatile TimestampTz deadline = 0;
 
 	if (n == 0)
 		return;
@@ -1035,31 +1245,119 @@ http_publish(PublishItem *items, int n)
 	curl_multi_setopt(http_multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) max_running);
 	curl_multi_setopt(http_multi, CURLMOPT_MAXCONNECTS, (long) max_running);
 
-	if (!IsTransactionState())
+	reqs = palloc0(sizeof(HttpRequest *) * n);
+	for (i = 0; i < n; i++)
 	{
-		/* the claiming transaction's start: its "now" (dispatch.c) */
-		int64		lease = txoutbox_lock_timeout_ms;
+		TimestampTz deadline = 0;
 
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
-											   lease - Min(lease / 10, HTTP_LEASE_MARGIN_MS));
+		if (!sync)
+		{
+			int64		lease = txoutbox_lock_timeout_ms;
+
+			deadline = TimestampTzPlusMilliseconds(items[i].msg->lease_until,
+												   -Min(lease / 10, HTTP_LEASE_MARGIN_MS));
+		}
+		reqs[i] = build_request(&items[i], deadline);
+		if (reqs[i] == NULL)
+			continue;			/* its outcome is set */
+		reqs[i]->sync = sync;
+		list_push(&waiting, reqs[i]);
+		items[i].outcome = PUBLISH_IN_FLIGHT;
+		items[i].error = NULL;
 	}
 
-	reqs = palloc0(sizeof(HttpRequest) * n);
-	for (i = 0; i < n; i++)
-		reqs[i].item = &items[i];
+	if (!sync)
+	{
+		pump(0);
+		pfree(reqs);
+		return;
+	}
 
 	PG_TRY();
 	{
-		run_requests(reqs, n, max_running, deadline);
+		bool		all_done;
+
+		do
+		{
+			pump(HTTP_POLL_MS);
+			all_done = true;
+			for (i = 0; i < n && all_done; i++)
+				if (reqs[i] && reqs[i]->item.outcome == PUBLISH_IN_FLIGHT)
+					all_done = false;
+		} while (!all_done);
 	}
 	PG_CATCH();
 	{
-		for (i = 0; i < n; i++)
-			release_request(&reqs[i]);
+		drop_sync_requests();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+
+	for (i = 0; i < n; i++)
+	{
+		HttpRequest *r = reqs[i];
+
+		if (r == NULL)
+			continue;
+		items[i].outcome = r->item.outcome;
+		items[i].error = r->item.error ? pstrdup(r->item.error) : NULL;
+		items[i].retry_after_ms = r->item.retry_after_ms;
+		list_remove(&done, r);
+		free_request(r);
+	}
 	pfree(reqs);
+}
+
+/*
+ * The items whose requests finished since the last call (see Publisher):
+ * an array in the caller's memory context whose msg and route stay valid
+ * until the next call.
+ */
+static int
+http_collect(PublishItem **items)
+{
+	HttpRequest *r;
+	int			n = 0;
+
+	while ((r = collected.head) != NULL)
+	{
+		list_unlink(&collected, NULL, r);
+		free_request(r);
+	}
+	*items = NULL;
+	if (http_multi == NULL)
+		return 0;
+	if (waiting.n > 0 || running.n > 0)
+		pump(0);
+	if (done.n == 0)
+		return 0;
+	*items = palloc(sizeof(PublishItem) * done.n);
+	while ((r = done.head) != NULL)
+	{
+		list_unlink(&done, NULL, r);
+		(*items)[n++] = r->item;
+		list_push(&collected, r);
+	}
+	return n;
+}
+
+/* Requests handed over and not yet collected. */
+static int
+http_in_flight(void)
+{
+	return waiting.n + running.n + done.n;
+}
+
+/*
+ * Has route_id as much in flight as it may (txoutbox.http_max_concurrency
+ * requests waiting or running)?  Then the dispatcher claims nothing more
+ * for it for now.
+ */
+static bool
+http_saturated(int64 route_id)
+{
+	return count_route(&waiting, route_id) + count_route(&running, route_id) >=
+		Max(txoutbox_http_max_concurrency, 1);
 }
 
 const Publisher http_publisher = {
@@ -1067,4 +1365,7 @@ const Publisher http_publisher = {
 	.transactional = false,
 	.parse_config = http_parse_config,
 	.publish = http_publish,
+	.collect = http_collect,
+	.in_flight = http_in_flight,
+	.saturated = http_saturated,
 };

@@ -9,9 +9,13 @@
  *	  transaction, and the outcome marks commit with it, so a message is
  *	  published if and only if it is marked;
  *	- external (http): publish() runs with no transaction open, after the
- *	  claims committed; the outcomes are marked in a new short transaction.
- *	  A crash in between leaves the messages processing until their lease
- *	  ends, then they are claimed again (at-least-once).
+ *	  claims (leases) committed.  It may leave items PUBLISH_IN_FLIGHT and
+ *	  return; collect() hands their outcomes back in a later round, and the
+ *	  dispatcher marks them in a short transaction, so one slow endpoint
+ *	  does not hold up the others.  A crash in between leaves the messages
+ *	  processing until their lease ends (or the worker restarts), then they
+ *	  are claimed again (at-least-once).  Inside a transaction (dispatch())
+ *	  an external publisher must finish every item before returning.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +46,8 @@ typedef struct OutboxMessage
 	int32		attempt_count;	/* this attempt's number */
 	int32		max_attempts;
 	TimestampTz created_at;
+	TimestampTz lease_until;	/* when its claim's lease ends (external
+								 * publishers must be done by then) */
 	Datum		row;			/* the whole txoutbox.messages row */
 } OutboxMessage;
 
@@ -75,7 +81,9 @@ typedef enum PublishOutcome
 {
 	PUBLISH_SUCCEEDED,
 	PUBLISH_RETRY,				/* retry after backoff (or retry_after_ms) */
-	PUBLISH_FAILED				/* fail at once, no more attempts */
+	PUBLISH_FAILED,				/* fail at once, no more attempts */
+	PUBLISH_IN_FLIGHT			/* external publisher still working on it:
+								 * its outcome comes later from collect() */
 } PublishOutcome;
 
 /* One message to publish, and what became of it. */
@@ -107,6 +115,18 @@ typedef struct Publisher
 	 * ERROR is taken as a retryable failure of the whole batch.
 	 */
 	void		(*publish) (PublishItem *items, int n);
+
+	/*
+	 * External publishers that keep work in flight (else NULL).  collect():
+	 * the items finished since the last call, in *items (valid until the
+	 * next call; their msg and route point into the publisher's memory and
+	 * carry only the id, attempt and policy).  in_flight(): items not yet
+	 * collected.  saturated(route): the route has as much in flight as it
+	 * may, so the dispatcher claims nothing more for it this round.
+	 */
+	int			(*collect) (PublishItem **items);
+	int			(*in_flight) (void);
+	bool		(*saturated) (int64 route_id);
 } Publisher;
 
 extern const Publisher notify_publisher;

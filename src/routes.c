@@ -226,15 +226,17 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		r->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		len = strlen(r->pattern);
 		r->is_prefix = len > 0 && r->pattern[len - 1] == '*';
-		if (r->is_prefix)
-		{
-			r->prefix_len = (int) len - 1;
+		r->prefix_len = r->is_prefix ? (int) len - 1 : 0;
+		r->publisher = publisher_lookup(publisher);
+
+		/* a route with all it may have in flight gets nothing more now */
+		if (r->publisher && r->publisher->saturated && r->publisher->saturated(r->id))
+			;
+		else if (r->is_prefix)
 			prefixes[nprefix++] = pnstrdup(r->pattern, len - 1);
-		}
 		else
 			exact[nexact++] = r->pattern;
 
-		r->publisher = publisher_lookup(publisher);
 		if (r->publisher == NULL)
 			r->broken = psprintf("route %lld names unknown publisher \"%s\"",
 								 (long long) r->id, publisher);

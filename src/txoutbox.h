@@ -134,9 +134,20 @@ typedef struct DispatchCounts
 	TimestampTz next_due;		/* earliest future available_at of a routed
 								 * message, or DT_NOEND */
 	char	   *last_error;		/* latest publishing error, or NULL */
+	int			in_flight;		/* external publishing still under way */
 } DispatchCounts;
 
+/* A publisher's share of a round's messages (dispatch.c). */
+typedef struct PublishBatch
+{
+	const struct Publisher *publisher;
+	struct PublishItem *items;
+	int			n;
+} PublishBatch;
+
 extern void dispatch_round(const DispatchOptions *opts, DispatchCounts *counts);
+extern void dispatch_collect(const DispatchOptions *opts, DispatchCounts *counts,
+							 PublishBatch *batches, int nbatches);
 extern MemoryContext worker_xact_begin(const char *activity);
 extern void worker_xact_commit(MemoryContext cxt);
 

@@ -13,7 +13,9 @@
  *
  * A dispatcher connects to txoutbox.database and loops: run a round
  * (dispatch.c), then sleep on its latch until a commit wakes it, the next
- * delayed or retrying message is due, or txoutbox.poll_interval passes.  It
+ * delayed or retrying message is due, or txoutbox.poll_interval passes.
+ * While webhooks are in flight it also wakes every IN_FLIGHT_POLL_MS to
+ * record the ones that finished, without claiming.  It
  * wakes at least once a second to notice a DROP DATABASE (or rename) waiting
  * for it, and then exits so the drop is not blocked.  Errors in a round are
  * logged (once while they repeat), recorded for worker_status(), and
@@ -56,6 +58,7 @@
 #define RESTART_DELAY_MIN_MS	1000
 #define RESTART_DELAY_MAX_MS	60000
 #define ERROR_DELAY_MAX_MS		30000
+#define IN_FLIGHT_POLL_MS		10		/* collect webhooks this often */
 #define PURGE_BATCH				1000
 #define PURGE_MAX_BATCHES		20
 #define PURGE_INTERVAL_MS		10000	/* between passes that finished */
@@ -376,7 +379,58 @@ typedef struct DispatcherState
 	bool		leases_released;
 	bool		waiting_logged;
 	TimestampTz next_purge;
+	TimestampTz next_round;		/* run a full round by then at the latest */
+	int			in_flight;		/* external publishing under way */
 } DispatcherState;
+
+/* Options of this dispatcher's rounds. */
+static void
+dispatcher_options(DispatcherState *st, DispatchOptions *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->consumer = st->consumer;
+	opts->max_messages = txoutbox_batch_size;
+	opts->retry_delay_ms = -1;
+	opts->own_transactions = true;
+}
+
+/* Add a round's (or a collection's) counts to this dispatcher's slot. */
+static void
+record_counts(const DispatchCounts *counts, bool round)
+{
+	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	if (round)
+	{
+		slot->rounds++;
+		slot->last_round_at = GetCurrentTimestamp();
+	}
+	slot->published += counts->succeeded;
+	slot->failed += counts->failed;
+	if (counts->last_error)
+		strlcpy(slot->last_error, counts->last_error, TXOUTBOX_ERROR_LEN);
+	slot->state = WORKER_IDLE;
+	LWLockRelease(txoutbox_shared->lock);
+}
+
+/*
+ * Between rounds, while external publishing is under way: record what
+ * finished.  Returns how long to sleep, in ms.
+ */
+static long
+dispatcher_collect(DispatcherState *st)
+{
+	DispatchOptions opts;
+	DispatchCounts counts;
+
+	memset(&counts, 0, sizeof(counts));
+	dispatcher_options(st, &opts);
+	dispatch_collect(&opts, &counts, NULL, 0);
+	st->in_flight = counts.in_flight;
+	record_counts(&counts, false);
+	return IN_FLIGHT_POLL_MS;
+}
 
 /*
  * One iteration of the dispatcher: checks, a dispatch round, retention.
@@ -433,26 +487,10 @@ dispatcher_iteration(DispatcherState *st)
 	}
 
 	set_worker_state(WORKER_DISPATCHING, NULL);
-	memset(&opts, 0, sizeof(opts));
-	opts.consumer = st->consumer;
-	opts.max_messages = txoutbox_batch_size;
-	opts.retry_delay_ms = -1;
-	opts.own_transactions = true;
+	dispatcher_options(st, &opts);
 	dispatch_round(&opts, &counts);
-
-	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
-	{
-		WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
-
-		slot->rounds++;
-		slot->last_round_at = GetCurrentTimestamp();
-		slot->published += counts.succeeded;
-		slot->failed += counts.failed;
-		if (counts.last_error)
-			strlcpy(slot->last_error, counts.last_error, TXOUTBOX_ERROR_LEN);
-		slot->state = WORKER_IDLE;
-	}
-	LWLockRelease(txoutbox_shared->lock);
+	st->in_flight = counts.in_flight;
+	record_counts(&counts, true);
 
 	now = GetCurrentTimestamp();
 	if (txoutbox_retention_ms > 0 && now >= st->next_purge)
@@ -463,9 +501,14 @@ dispatcher_iteration(DispatcherState *st)
 	}
 
 	if (counts.claimed >= opts.max_messages)
-		return 0;				/* more may be waiting */
-	if (counts.next_due != DT_NOEND)
+		sleep_ms = 0;			/* more may be waiting */
+	else if (counts.next_due != DT_NOEND)
 		sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, counts.next_due) + 1);
+	/* a full round at least every DROP_CHECK_INTERVAL_MS (see header) */
+	sleep_ms = Min(sleep_ms, DROP_CHECK_INTERVAL_MS);
+	st->next_round = TimestampTzPlusMilliseconds(now, sleep_ms);
+	if (st->in_flight > 0)
+		sleep_ms = Min(sleep_ms, IN_FLIGHT_POLL_MS);
 	return sleep_ms;
 }
 
@@ -478,6 +521,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 	char		dbname[NAMEDATALEN];
 	static char *last_logged_error = NULL;
 	static long error_delay_ms = 0;
+	static bool full_round = true;
 
 	my_slot = DatumGetInt32(main_arg);
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
@@ -515,6 +559,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 	for (;;)
 	{
 		volatile long sleep_ms = 0;
+		int			rc;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -531,7 +576,10 @@ txoutbox_dispatcher_main(Datum main_arg)
 		MemoryContextSwitchTo(round_cxt);
 		PG_TRY();
 		{
-			sleep_ms = dispatcher_iteration(&st);
+			if (full_round)
+				sleep_ms = dispatcher_iteration(&st);
+			else
+				sleep_ms = dispatcher_collect(&st);
 			error_delay_ms = 0;
 			if (last_logged_error)
 			{
@@ -569,8 +617,17 @@ txoutbox_dispatcher_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 
 		if (sleep_ms > 0)
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Min(sleep_ms, DROP_CHECK_INTERVAL_MS), PG_WAIT_EXTENSION);
+		{
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   Min(sleep_ms, DROP_CHECK_INTERVAL_MS), PG_WAIT_EXTENSION);
+
+			/*
+			 * Woken by a commit, or the next round is due: a full round.
+			 * Otherwise only webhooks in flight woke us: collect them.
+			 */
+			full_round = (rc & WL_LATCH_SET) || st.in_flight == 0 ||
+				GetCurrentTimestamp() >= st.next_round;
+		}
 	}
 }
 

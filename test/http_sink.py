@@ -2,6 +2,7 @@
 """A webhook sink for the http publisher's TAP tests (loopback only).
 
     http_sink.py --log FILE --port-file FILE [--port N] [--config FILE]
+                 [--blackhole-port-file FILE]
 
 Listens on 127.0.0.1 (port N, default: any free port, written to
 --port-file once listening) and appends one JSON object per line to --log:
@@ -10,6 +11,7 @@ Listens on 127.0.0.1 (port N, default: any free port, written to
   {"event": "request", "conn": 7, "t": ..., "method": "POST", "path": "/x",
    "headers": [[name, value], ...], "body": "...", "body_len": 12,
    "body_sha256": "...", "status": 200}
+  {"event": "done",    "conn": 7, "t": ..., "path": "/x"}  (response sent)
   {"event": "aborted", "conn": 7, "t": ..., "path": "/hang"}  (client left)
   {"event": "close",   "conn": 7, "t": ..., "open_now": 2}
 
@@ -20,6 +22,9 @@ repeating.  RESPONSE: {"status": 200, "body": "ok", "delay_ms": 0,
 "retry_after": "2", "location": "/elsewhere", "headers": {...}}.  Paths not
 in the config answer 200 "ok".  Keep-alive (HTTP/1.1) is supported, so
 connection reuse shows up as several requests on one conn.
+
+--blackhole-port-file also opens a port whose accept queue is kept full and
+never served, so connecting to it hangs (to test connect timeouts).
 """
 import argparse
 import hashlib
@@ -128,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(out)
+        self.wfile.flush()
+        log({"event": "done", "conn": self.conn_id, "t": time.time(), "path": self.path})
 
     do_POST = do_PUT = do_PATCH = do_GET = do_DELETE = handle_any
 
@@ -144,12 +151,30 @@ def main():
     p.add_argument("--port-file", required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--config")
+    p.add_argument("--blackhole-port-file")
     args = p.parse_args()
     log_file = open(args.log, "a")
     server = Server(("127.0.0.1", args.port), Handler)
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(server.server_address[1]))
+    if args.blackhole_port_file:
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        filler = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(hole.getsockname())
+            except BlockingIOError:
+                pass
+            filler.append(c)
+        time.sleep(0.2)
+        with open(args.blackhole_port_file + ".tmp", "w") as f:
+            f.write(str(hole.getsockname()[1]))
+        os.rename(args.blackhole_port_file + ".tmp", args.blackhole_port_file)
     os.rename(tmp, args.port_file)
     server.serve_forever()
 

@@ -16,6 +16,10 @@ my $testdir = abs_path(dirname(__FILE__) . '/..');
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
 # ---- sink helpers (the same block opens each 05x_http test) ----------------
+# sinks still running when the test ends (or dies) are stopped
+my @sink_handles;
+END { local $?; $_->kill_kill for grep { $_->pumpable } @sink_handles }
+
 sub write_sink_config
 {
 	my ($file, $config) = @_;
@@ -39,6 +43,7 @@ sub start_sink
 			'--port-file', $s{port_file}, '--config', $s{config}
 		],
 		'>', "$tmp/$name.out", '2>', "$tmp/$name.err");
+	push @sink_handles, $s{handle};
 	for (1 .. 200)
 	{
 		last if -s $s{port_file};
@@ -106,7 +111,7 @@ shared_preload_libraries = 'txoutbox'
 txoutbox.database = 'postgres'
 txoutbox.poll_interval = '200ms'
 txoutbox.retry_base_delay = '200ms'
-txoutbox.http_allowed_hosts = '127.0.0.1, hooks.example.com'
+txoutbox.http_allowed_hosts = '127.0.0.1, hooks.example.com , *.internal.test'
 # the test's own SQL carries the secret: keep statements out of the log, so
 # anything secret found there came from txoutbox
 log_statement = 'none'
@@ -127,6 +132,10 @@ my @bad = (
 	[ 'empty secret', qq{{"url": "$sink->{url}/x", "secret": "whsec_"}}, qr/not valid base64/ ],
 	[ 'unknown field', qq{{"url": "$sink->{url}/x", "retries": 3}}, qr/unknown field "retries"/ ],
 	[ 'host not allowed', qq{{"url": "http://evil.example.org/x"}}, qr/host "evil.example.org" is not in txoutbox.http_allowed_hosts/ ],
+	[ 'host only a suffix', qq{{"url": "http://evilhooks.example.com/x"}}, qr/is not in txoutbox.http_allowed_hosts/ ],
+	[ 'wildcard is not the apex', qq{{"url": "http://internal.test/x"}}, qr/host "internal.test" is not in/ ],
+	[ 'wildcard is a whole label', qq{{"url": "http://evilinternal.test/x"}}, qr/is not in txoutbox.http_allowed_hosts/ ],
+	[ 'allowed host, other scheme', qq{{"url": "file://127.0.0.1/etc/passwd"}}, qr/url scheme "file" is not allowed/ ],
 	[ 'bad method', qq{{"url": "$sink->{url}/x", "method": "DELETE"}}, qr/must be POST, PUT or PATCH/ ],
 	[ 'timeout zero', qq{{"url": "$sink->{url}/x", "timeout_ms": 0}}, qr/timeout_ms of an http route must be between 1 and 3600000/ ],
 	[ 'timeout too big', qq{{"url": "$sink->{url}/x", "timeout_ms": 3600001}}, qr/between 1 and 3600000/ ],
@@ -164,6 +173,10 @@ unlike($secret_err, qr/SuperSecret/, 'a bad secret is not echoed in the error');
 # allowed hosts: wildcard-free exact match is case-insensitive; good ones pass
 $node->safe_psql('postgres',
 	q{SELECT txoutbox.add_route('ok.topic', 'http', '{"url": "https://HOOKS.example.com/in"}')});
+$node->safe_psql('postgres',
+	q{SELECT txoutbox.add_route('ok.sub', 'http', '{"url": "https://a.b.Internal.test:8443/in", "method": "patch"}')});
+is($node->safe_psql('postgres', 'SELECT count(*) FROM txoutbox.routes'), '2',
+	'allowed hosts: exact names and *.domain subdomains, case-insensitively');
 $node->safe_psql('postgres', q{SELECT txoutbox.remove_route(id) FROM txoutbox.routes});
 
 # ---- signed delivery ------------------------------------------------------
@@ -283,6 +296,30 @@ like(
 	$node->safe_psql('postgres', "SELECT last_error FROM txoutbox.messages WHERE id = '$badh'"),
 	qr/message header "webhook-id" cannot be set/,
 	'with a clear reason');
+
+# ---- dispatch() runs the http publisher in the caller's transaction -----------
+# route and message are added in the same transaction, so the worker sees
+# neither: this session's dispatch() delivers it
+my @out = split /\n/, $node->safe_psql(
+	'postgres', qq{
+BEGIN;
+SELECT count(*) FROM txoutbox.add_route('manual', 'http', '{"url": "$sink->{url}/manual"}');
+SELECT count(*) FROM txoutbox.enqueue('manual', '{"m": 1}');
+SELECT claimed, succeeded, retried, failed FROM txoutbox.dispatch(topic => 'manual');
+COMMIT;});
+is($out[-1], '1|1|0|0', 'dispatch() delivered the message in its own session');
+is(scalar(sink_requests($sink, '/manual')), 1, 'the sink got it');
+
+# ---- narrowing txoutbox.http_allowed_hosts stops routes that no longer match ---
+$node->safe_psql('postgres',
+	q{ALTER SYSTEM SET txoutbox.http_allowed_hosts = 'hooks.example.com'; SELECT pg_reload_conf()});
+my $blocked = $node->safe_psql('postgres', q{SELECT id FROM txoutbox.enqueue('orders.blocked', '{}')});
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT status = 'retrying' AND last_error LIKE '%\"127.0.0.1\" is not in txoutbox.http_allowed_hosts%' FROM txoutbox.messages WHERE id = '$blocked'"),
+	'a route whose host is no longer allowed holds its messages with the reason');
+is(scalar(grep { header($_, 'webhook-id') eq $blocked } sink_requests($sink)), 0,
+	'and sends nothing');
 
 # ---- no secret anywhere in the server log -----------------------------------------
 my $log = slurp_file($node->logfile);

@@ -16,6 +16,10 @@ my $testdir = abs_path(dirname(__FILE__) . '/..');
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
 # ---- sink helpers (the same block opens each 05x_http test) ----------------
+# sinks still running when the test ends (or dies) are stopped
+my @sink_handles;
+END { local $?; $_->kill_kill for grep { $_->pumpable } @sink_handles }
+
 sub write_sink_config
 {
 	my ($file, $config) = @_;
@@ -36,9 +40,11 @@ sub start_sink
 	$s{handle} = IPC::Run::start(
 		[
 			'python3', "$testdir/http_sink.py", '--log', $s{log},
-			'--port-file', $s{port_file}, '--config', $s{config}
+			'--port-file', $s{port_file}, '--config', $s{config},
+			'--blackhole-port-file', "$tmp/$name.hole"
 		],
 		'>', "$tmp/$name.out", '2>', "$tmp/$name.err");
+	push @sink_handles, $s{handle};
 	for (1 .. 200)
 	{
 		last if -s $s{port_file};
@@ -47,6 +53,7 @@ sub start_sink
 	$s{port} = slurp_file($s{port_file});
 	die "sink did not start" unless $s{port} =~ /^\d+$/;
 	$s{url} = "http://127.0.0.1:$s{port}";
+	$s{hole_port} = slurp_file("$tmp/$name.hole") if -e "$tmp/$name.hole";
 	return \%s;
 }
 
@@ -157,6 +164,8 @@ for my $r (@routes)
 $node->safe_psql('postgres',
 	qq{SELECT txoutbox.add_route('slow', 'http', '{"url": "$sink->{url}/slow", "timeout_ms": 500}')});
 $node->safe_psql('postgres',
+	qq{SELECT txoutbox.add_route('blackhole', 'http', '{"url": "http://127.0.0.1:$sink->{hole_port}/x", "timeout_ms": 700}')});
+$node->safe_psql('postgres',
 	qq{SELECT txoutbox.add_route('refused', 'http', '{"url": "http://127.0.0.1:$dead_port/x"}')});
 
 my %id;
@@ -164,7 +173,7 @@ for my $t (qw(flaky gone busy busydate capped moved created teapot))
 {
 	$id{$t} = $node->safe_psql('postgres', qq{SELECT id FROM txoutbox.enqueue('$t', '{"t": "$t"}')});
 }
-for my $t (qw(down bigerror slow))
+for my $t (qw(down bigerror slow blackhole))
 {
 	$id{$t} = $node->safe_psql('postgres',
 		qq{SELECT id FROM txoutbox.enqueue('$t', '{"t": "$t"}', max_attempts => 2)});
@@ -262,6 +271,12 @@ like($err, qr/^timed out after \d+ ms waiting for the response \(timeout_ms 500\
 	'slow: last_error names the timeout and its phase');
 ok(wait_until('the sink to see the client leave', sub { grep { $_->{event} eq 'aborted' && $_->{path} eq '/slow' } sink_events($sink) }),
 	'slow: the publisher closed the timed-out request');
+
+# a connection that never completes: the connect phase timed out
+($st, $att, $err) = row('blackhole');
+is("$st $att", 'failed 2', 'blackhole: connect timed out twice, then failed');
+like($err, qr/^timed out after \d+ ms while connecting \(connect timeout 700 ms\)$/,
+	'blackhole: last_error says the connect phase timed out');
 
 # connection refused: retried until attempts run out
 ($st, $att, $err) = row('refused');

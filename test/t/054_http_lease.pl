@@ -1,0 +1,180 @@
+# http publisher: no request outlives its claim's lease, so another
+# dispatcher never sends the same message while a request is in flight.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use JSON::PP;
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+
+my $testdir = abs_path(dirname(__FILE__) . '/..');
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+
+# ---- sink helpers (the same block opens each 05x_http test) ----------------
+# sinks still running when the test ends (or dies) are stopped
+my @sink_handles;
+END { local $?; $_->kill_kill for grep { $_->pumpable } @sink_handles }
+
+sub write_sink_config
+{
+	my ($file, $config) = @_;
+	open my $fh, '>', "$file.tmp" or die "$file.tmp: $!";
+	print $fh encode_json($config);
+	close $fh;
+	rename "$file.tmp", $file or die "rename: $!";
+}
+
+sub start_sink
+{
+	my ($name, $config) = @_;
+	my %s = (
+		log => "$tmp/$name.log",
+		port_file => "$tmp/$name.port",
+		config => "$tmp/$name.json");
+	write_sink_config($s{config}, $config || {});
+	$s{handle} = IPC::Run::start(
+		[
+			'python3', "$testdir/http_sink.py", '--log', $s{log},
+			'--port-file', $s{port_file}, '--config', $s{config}
+		],
+		'>', "$tmp/$name.out", '2>', "$tmp/$name.err");
+	push @sink_handles, $s{handle};
+	for (1 .. 200)
+	{
+		last if -s $s{port_file};
+		select(undef, undef, undef, 0.05);
+	}
+	$s{port} = slurp_file($s{port_file});
+	die "sink did not start" unless $s{port} =~ /^\d+$/;
+	$s{url} = "http://127.0.0.1:$s{port}";
+	return \%s;
+}
+
+sub sink_events
+{
+	my ($s) = @_;
+	return () unless -e $s->{log};
+	open my $fh, '<', $s->{log} or die;
+	my @ev;
+	while (my $line = <$fh>)
+	{
+		last unless $line =~ /\n$/;    # a line still being written
+		push @ev, decode_json($line);
+	}
+	close $fh;
+	return @ev;
+}
+
+sub sink_requests
+{
+	my ($s, $path) = @_;
+	return grep { $_->{event} eq 'request' && (!defined $path || $_->{path} eq $path) }
+	  sink_events($s);
+}
+
+sub header
+{
+	my ($req, $name) = @_;
+	for my $h (@{ $req->{headers} })
+	{
+		return $h->[1] if lc($h->[0]) eq lc($name);
+	}
+	return undef;
+}
+
+sub wait_until
+{
+	my ($what, $cond) = @_;
+	for (1 .. 600)
+	{
+		return 1 if $cond->();
+		select(undef, undef, undef, 0.1);
+	}
+	diag("timed out waiting for $what");
+	return 0;
+}
+# ---------------------------------------------------------------------------
+
+my $sink = start_sink('sink');
+write_sink_config($sink->{config}, { '/slowish' => { delay_ms => 1500 } });
+
+# A lease of 3 s, one request at a time, requests that take 1.5 s: a round
+# cannot send four of them before its claims' leases end.
+my $node = PostgreSQL::Test::Cluster->new('http_lease');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'txoutbox'
+txoutbox.database = 'postgres'
+txoutbox.workers = 2
+txoutbox.lock_timeout = '3s'
+txoutbox.http_max_concurrency = 1
+txoutbox.poll_interval = '100ms'
+txoutbox.retry_base_delay = '100ms'
+txoutbox.retry_max_delay = '200ms'
+});
+$node->start;
+$node->safe_psql(
+	'postgres', qq{
+CREATE EXTENSION txoutbox;
+SELECT txoutbox.add_route('slowish', 'http', '{"url": "$sink->{url}/slowish", "timeout_ms": 2000}');
+-- every last_error a message is given, in order
+CREATE TABLE errlog (id uuid, err text, at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION log_err() RETURNS trigger LANGUAGE plpgsql AS
+  \$\$BEGIN INSERT INTO public.errlog (id, err) VALUES (NEW.id, NEW.last_error); RETURN NEW; END\$\$;
+CREATE TRIGGER log_err AFTER UPDATE ON txoutbox.messages FOR EACH ROW
+  WHEN (NEW.last_error IS DISTINCT FROM OLD.last_error) EXECUTE FUNCTION log_err();
+});
+ok( $node->poll_query_until(
+		'postgres', 'SELECT count(*) = 2 FROM txoutbox.worker_status() WHERE pid IS NOT NULL'),
+	'two dispatchers are running');
+
+$node->safe_psql('postgres',
+	q{SELECT count(txoutbox.enqueue('slowish', jsonb_build_object('i', i), max_attempts => 3)) FROM generate_series(1, 4) i});
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 4 FROM txoutbox.messages WHERE status IN ('succeeded', 'failed')"),
+	'the four messages finished');
+
+# no message was ever sent twice at once (a re-claim after the lease ended
+# while the first request was still in flight would do that)
+my @ev = sink_events($sink);
+my %spans;
+for my $i (0 .. $#ev)
+{
+	my $r = $ev[$i];
+	next unless $r->{event} eq 'request';
+	my ($end) = grep { ($_->{event} eq 'done' || $_->{event} eq 'aborted' || $_->{event} eq 'close') && $_->{conn} == $r->{conn} && $_->{t} >= $r->{t} } @ev[ $i + 1 .. $#ev ];
+	push @{ $spans{ header($r, 'webhook-id') } }, [ $r->{t}, $end ? $end->{t} : 9e99 ];
+}
+my $overlaps = 0;
+for my $id (keys %spans)
+{
+	my @s = sort { $a->[0] <=> $b->[0] } @{ $spans{$id} };
+	for my $k (1 .. $#s)
+	{
+		$overlaps++ if $s[$k][0] < $s[ $k - 1 ][1];
+	}
+}
+is($overlaps, 0, 'no message had two requests in flight at once');
+is(scalar(keys %spans), 4, 'all four messages were sent');
+cmp_ok($node->safe_psql('postgres', "SELECT count(*) FROM txoutbox.messages WHERE status = 'succeeded'"),
+	'>=', 1, 'some succeeded');
+
+# the requests that could not fit in their lease were cut short or held back
+my $errs = $node->safe_psql('postgres', 'SELECT err FROM errlog ORDER BY at');
+note $errs;
+like($errs, qr/cut to \d+ ms by the claim's lease|not sent: the claim's lease \(txoutbox\.lock_timeout\) would end/,
+	'a request was cut short or held back to stay within its lease');
+unlike($errs, qr/lease expired|claimed by another/i, 'no mark was refused for a lost lease');
+my $failed_other = $node->safe_psql(
+	'postgres', q{
+SELECT count(*) FROM txoutbox.messages WHERE status = 'failed'
+  AND last_error !~ '(cut to \d+ ms by the claim''s lease|not sent: the claim''s lease)'});
+is($failed_other, '0', 'every failure is one of those two');
+
+$node->stop;
+$sink->{handle}->kill_kill;
+done_testing();
