@@ -20,11 +20,12 @@ SHLIB_LINK = -lcurl
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
-REGRESS = core_enqueue core_claim core_marks core_read core_errors core_trigger routes dispatch
+REGRESS = core_enqueue core_claim core_marks core_read core_errors core_trigger routes dispatch \
+	ordering capture route_policy security
 REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress
 
 # isolation specs (test/specs/<name>.spec, test/expected/<name>.out)
-ISOLATION = claim_disjoint claim_rollback enqueue_uncommitted lease_takeover
+ISOLATION = claim_disjoint claim_rollback enqueue_uncommitted lease_takeover ordered_claim
 ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso --inputdir=test --outputdir=test/output_iso
 
 TAP_TESTS = 1
