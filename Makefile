@@ -39,3 +39,6 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track headers: every object depends on ours
+$(OBJS): src/txoutbox.h src/publisher.h

@@ -166,10 +166,10 @@ RETURNS txoutbox.messages
     LANGUAGE C VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
--- Used by claim(): is the most specific matching pattern an ordered route?
-CREATE FUNCTION txoutbox._topic_is_ordered(topic text, patterns text[], ordered boolean[])
-RETURNS boolean
-    AS 'MODULE_PATHNAME', 'txoutbox_topic_is_ordered'
+-- Used by claim(): the position in patterns of the route a topic goes to.
+CREATE FUNCTION txoutbox._route_index(topic text, patterns text[])
+RETURNS integer
+    AS 'MODULE_PATHNAME', 'txoutbox_route_index'
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Reading and housekeeping (SQL) ------------------------------------------------

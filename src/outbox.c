@@ -282,30 +282,44 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * LOCKED (shared by both ways of claiming below).  $1 consumer, $2 limit,
  * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
  * $8 tenant.  Routes with "ordered": true only give out the oldest
- * unfinished message of a key.  CANDIDATE_COLUMNS are what the CTE returns.
+ * unfinished message of a key, and none while a later one is processing (a
+ * replayed message waits).  An expired lease with no attempts left (by the
+ * route's "max_attempts" if it sets one) fails the message instead.
+ * CANDIDATE_COLUMNS are what the CTE returns.
  */
 #define CANDIDATES_CTE(CANDIDATE_COLUMNS) \
 	"WITH r AS MATERIALIZED (" \
-	"  SELECT array_agg(topic_pattern) AS patterns," \
-	"         array_agg(config -> 'ordered' = 'true'::jsonb) AS ordered," \
-	"         coalesce(bool_or(config -> 'ordered' = 'true'::jsonb), false) AS any_ordered" \
+	"  SELECT array_agg(topic_pattern ORDER BY id) AS patterns," \
+	"         array_agg(config -> 'ordered' = 'true'::jsonb ORDER BY id) AS ordered," \
+	"         array_agg(CASE WHEN jsonb_typeof(config -> 'max_attempts') = 'number'" \
+	"                        THEN least(greatest((config ->> 'max_attempts')::numeric, 1), 1000000)::int" \
+	"                   END ORDER BY id) AS max_attempts," \
+	"         coalesce(bool_or(config -> 'ordered' = 'true'::jsonb), false) AS any_ordered," \
+	"         coalesce(bool_or(config ? 'max_attempts'), false) AS any_max_attempts" \
 	"    FROM txoutbox.routes WHERE enabled" \
 	"), candidates AS MATERIALIZED (" \
-	"  SELECT " CANDIDATE_COLUMNS ", m.available_at AS due," \
-	"         (m.status = 'processing' AND m.attempt_count >= m.max_attempts) AS exhausted" \
-	"    FROM r, txoutbox.messages m" \
+	"  SELECT " CANDIDATE_COLUMNS ", m.available_at AS due, a.max_att," \
+	"         (m.status = 'processing' AND m.attempt_count >= a.max_att) AS exhausted" \
+	"    FROM r, txoutbox.messages m," \
+	"         LATERAL (SELECT CASE WHEN r.any_max_attempts AND m.status = 'processing'" \
+	"              THEN coalesce(r.max_attempts[txoutbox._route_index(m.topic, r.patterns)], m.max_attempts)" \
+	"              ELSE m.max_attempts END AS max_att) a" \
 	"   WHERE m.status = ANY (" UNFINISHED ")" \
 	"     AND m.available_at <= $5" \
 	"     AND ($3::text IS NULL OR m.topic = $3)" \
 	"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))" \
 	"     AND ($8::text IS NULL OR m.tenant_id = $8)" \
 	"     AND (NOT r.any_ordered OR m.message_key IS NULL" \
-	"          OR NOT txoutbox._topic_is_ordered(m.topic, r.patterns, r.ordered)" \
-	"          OR NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
-	"                          WHERE e.topic = m.topic AND e.message_key = m.message_key" \
-	"                            AND e.id < m.id AND e.status = ANY (" KEY_BLOCKING ")" \
-	"                            AND NOT (e.status = 'failed' AND EXISTS" \
-	"                                 (SELECT 1 FROM txoutbox.skipped_messages k WHERE k.id = e.id))))" \
+	"          OR NOT coalesce(r.ordered[txoutbox._route_index(m.topic, r.patterns)], false)" \
+	"          OR (NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
+	"                           WHERE e.topic = m.topic AND e.message_key = m.message_key" \
+	"                             AND e.id < m.id AND e.status = ANY (" KEY_BLOCKING ")" \
+	"                             AND NOT (e.status = 'failed' AND EXISTS" \
+	"                                  (SELECT 1 FROM txoutbox.skipped_messages k WHERE k.id = e.id)))" \
+	"              AND NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
+	"                               WHERE e.topic = m.topic AND e.message_key = m.message_key" \
+	"                                 AND e.id > m.id AND e.status = 'processing'" \
+	"                                 AND e.status = ANY (" KEY_BLOCKING "))))" \
 	"   ORDER BY m.available_at, m.id" \
 	"   LIMIT $2" \
 	"   FOR UPDATE OF m SKIP LOCKED" \
@@ -313,7 +327,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"  UPDATE txoutbox.messages m" \
 	"     SET status = 'failed'," \
 	"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left'," \
-	"                             m.locked_by, m.attempt_count, m.max_attempts)," \
+	"                             m.locked_by, m.attempt_count, c.max_att)," \
 	"         locked_by = NULL, locked_at = NULL, updated_at = $5" \
 	"    FROM candidates c" \
 	"   WHERE m.id = c.id AND c.exhausted" \

@@ -143,6 +143,7 @@ typedef struct RouteSet
 } RouteSet;
 
 /* routes.c */
+extern void route_policy_default(RoutePolicy *policy);
 extern void route_policy_parse(Jsonb *config, RoutePolicy *policy);
 extern void routes_load(RouteSet *set, MemoryContext cxt);
 extern OutboxRoute *routes_match(const RouteSet *set, const char *topic);

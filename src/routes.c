@@ -26,7 +26,7 @@
 #include "txoutbox.h"
 
 PG_FUNCTION_INFO_V1(txoutbox_add_route);
-PG_FUNCTION_INFO_V1(txoutbox_topic_is_ordered);
+PG_FUNCTION_INFO_V1(txoutbox_route_index);
 
 /* ERROR unless pattern is an exact topic or a prefix ending in '*'. */
 static void
@@ -77,6 +77,16 @@ policy_int(Jsonb *config, const char *key, int64 min, int64 max, int64 dflt)
 	return v;
 }
 
+/* The policy of a route whose config sets none: the settings apply. */
+void
+route_policy_default(RoutePolicy *policy)
+{
+	policy->ordered = false;
+	policy->max_attempts = 0;
+	policy->retry_base_delay_ms = -1;
+	policy->retry_max_delay_ms = -1;
+}
+
 /*
  * The delivery policy of a route's config (see RoutePolicy); ERROR on a bad
  * value.  The config is already known to be an object.
@@ -86,7 +96,7 @@ route_policy_parse(Jsonb *config, RoutePolicy *policy)
 {
 	JsonbValue	v;
 
-	policy->ordered = false;
+	route_policy_default(policy);
 	if (getKeyJsonValueFromContainer(&config->root, "ordered", 7, &v) && v.type != jbvNull)
 	{
 		if (v.type != jbvBool)
@@ -168,8 +178,8 @@ parse_route(void *arg)
 {
 	OutboxRoute *r = ((ParseArgs *) arg)->route;
 
-	r->parsed = r->publisher->parse_config(r->config);
 	route_policy_parse(r->config, &r->policy);
+	r->parsed = r->publisher->parse_config(r->config);
 }
 
 /* A text[] Datum of n C strings, allocated in the current context. */
@@ -224,6 +234,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		r->pattern = SPI_getvalue(tup, desc, 2);
 		publisher = SPI_getvalue(tup, desc, 3);
 		r->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		route_policy_default(&r->policy);
 		len = strlen(r->pattern);
 		r->is_prefix = len > 0 && r->pattern[len - 1] == '*';
 		r->prefix_len = r->is_prefix ? (int) len - 1 : 0;
@@ -279,35 +290,25 @@ routes_match(const RouteSet *set, const char *topic)
 }
 
 /*
- * SQL: _topic_is_ordered(topic, patterns text[], ordered bool[]): is the
- * most specific of the patterns that matches topic an ordered route?  The
- * claim query calls it for keyed messages when some route is ordered.
+ * SQL: _route_index(topic, patterns text[]): the 1-based position in
+ * patterns of the most specific one that matches topic, or NULL.  The claim
+ * query uses it to look up the route's "ordered" and "max_attempts".
  */
 Datum
-txoutbox_topic_is_ordered(PG_FUNCTION_ARGS)
+txoutbox_route_index(PG_FUNCTION_ARGS)
 {
 	text	   *topic = PG_GETARG_TEXT_PP(0);
 	const char *t = VARDATA_ANY(topic);
 	int			tlen = VARSIZE_ANY_EXHDR(topic);
 	Datum	   *patterns;
 	bool	   *pnulls;
-	Datum	   *ordered;
-	bool	   *onulls;
 	int			np,
-				no,
 				i,
 				best = -1,
 				best_len = -1;
 
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
 					  &patterns, &pnulls, &np);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), BOOLOID, 1, true, TYPALIGN_CHAR,
-					  &ordered, &onulls, &no);
-	if (np != no)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("patterns and ordered must have the same length")));
-
 	for (i = 0; i < np; i++)
 	{
 		text	   *pat;
@@ -333,5 +334,7 @@ txoutbox_topic_is_ordered(PG_FUNCTION_ARGS)
 			break;
 		}
 	}
-	PG_RETURN_BOOL(best >= 0 && !onulls[best] && DatumGetBool(ordered[best]));
+	if (best < 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(best + 1);
 }

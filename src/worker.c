@@ -500,8 +500,9 @@ dispatcher_iteration(DispatcherState *st)
 		st->next_purge = TimestampTzPlusMilliseconds(now, more ? PURGE_BACKLOG_MS : PURGE_INTERVAL_MS);
 	}
 
-	if (counts.claimed >= opts.max_messages)
-		sleep_ms = 0;			/* more may be waiting */
+	if (counts.claimed > 0)
+		sleep_ms = 0;			/* more may be ready now (a full batch, or the
+								 * next message of an ordered key) */
 	else if (counts.next_due != DT_NOEND)
 		sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, counts.next_due) + 1);
 	/* a full round at least every DROP_CHECK_INTERVAL_MS (see header) */

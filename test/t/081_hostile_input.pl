@@ -121,7 +121,7 @@ my @functions = (
 	[ 'route_for', [qw(topic:text)] ],
 	[ 'dispatch', [qw(consumer:text topic:text max_messages:int retry_delay:interval claim_lock_to:ts)] ],
 	[ 'uuid_v7_floor', [qw(ts:ts)] ],
-	[ '_topic_is_ordered', [qw(topic:text patterns:textarr ordered:boolarr)] ],
+	[ '_route_index', [qw(topic:text patterns:textarr)] ],
 	[ 'grant_role', [qw(role_name:role grant_set:grantset)] ],
 	[ 'revoke_role', [qw(role_name:role)] ]);
 
