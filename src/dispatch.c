@@ -22,6 +22,9 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "storage/lmgr.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -43,8 +46,31 @@ PG_FUNCTION_INFO_V1(txoutbox_dispatch);
 static const Publisher *const external_publishers[] = {&http_publisher};
 
 /*
- * Start a worker transaction with SPI and a snapshot; returns the memory
- * context to go back to when it commits (worker_xact_commit).
+ * Take a share lock on the extension, so that a DROP EXTENSION waits for
+ * this transaction rather than deadlocking with it (it locks the extension
+ * first, then our tables, in its own order).  ERROR when it is not there,
+ * or was dropped while we waited.
+ */
+static void
+lock_extension(void)
+{
+	Oid			ext = get_extension_oid("txoutbox", true);
+
+	if (OidIsValid(ext))
+	{
+		LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+		if (get_extension_oid("txoutbox", true) == ext)
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("extension txoutbox is not installed")));
+}
+
+/*
+ * Start a worker transaction with SPI and a snapshot, holding the extension
+ * (see lock_extension); returns the memory context to go back to when it
+ * commits (worker_xact_commit).
  */
 MemoryContext
 worker_xact_begin(const char *activity)
@@ -53,6 +79,7 @@ worker_xact_begin(const char *activity)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	lock_extension();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);

@@ -111,6 +111,18 @@ set_worker_state(WorkerState state, const char *error)
 	LWLockRelease(txoutbox_shared->lock);
 }
 
+/* The pid of the dispatcher that owns slot i, or 0. */
+static pid_t
+slot_owner(int i)
+{
+	pid_t		pid;
+
+	LWLockAcquire(txoutbox_shared->lock, LW_SHARED);
+	pid = txoutbox_shared->workers[i].pid;
+	LWLockRelease(txoutbox_shared->lock);
+	return pid;
+}
+
 /* ---- launcher ---------------------------------------------------------- */
 
 /*
@@ -257,8 +269,9 @@ txoutbox_launcher_main(Datum main_arg)
 			for (i = 0; i < TXOUTBOX_MAX_WORKERS; i++)
 			{
 				pid_t		pid;
-				bool		running = handles[i] != NULL &&
-					GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED;
+				bool		running = (handles[i] != NULL &&
+									   GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED) ||
+					slot_owner(i) != 0;	/* started by an earlier launcher */
 
 				if (i >= txoutbox_workers)
 				{
@@ -542,6 +555,21 @@ txoutbox_dispatcher_main(Datum main_arg)
 	{
 		WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
 
+		/*
+		 * One live process per slot: a launcher restarted while its
+		 * dispatchers ran may start a second one.  The slot's pid is cleared
+		 * when its owner exits (and shared memory is reset after a crash).
+		 */
+		if (slot->pid != 0 && slot->pid != MyProcPid)
+		{
+			pid_t		owner = slot->pid;
+
+			LWLockRelease(txoutbox_shared->lock);
+			ereport(LOG,
+					(errmsg("txoutbox: worker %d is already running (pid %d); exiting",
+							my_slot, (int) owner)));
+			proc_exit(0);
+		}
 		memset(slot, 0, sizeof(*slot));
 		slot->pid = MyProcPid;
 		slot->latch = MyLatch;

@@ -156,6 +156,6 @@ $count{ $_->{id} }++ for $l->envelopes;
 is(scalar(grep { $count{$_} > 1 } keys %count), 0, 'no duplicate notifications at all');
 
 $l->quit;
-check_server_log($node);
+check_server_log($node, worker_errors => 1);
 $node->stop;
 done_testing();

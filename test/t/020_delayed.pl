@@ -86,6 +86,6 @@ is( $node->safe_psql('postgres',
 	't', 'a delayed message enqueued while the worker sleeps is published at its time');
 
 $l->quit;
-check_server_log($node);
+check_server_log($node, worker_errors => 1);
 $node->stop;
 done_testing();

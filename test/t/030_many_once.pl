@@ -19,7 +19,7 @@ $node->safe_psql('postgres', q{
 	CREATE TABLE fn_log (id uuid NOT NULL, txid bigint NOT NULL, consumer text);
 	CREATE FUNCTION public.log_message(m txoutbox.messages) RETURNS void
 	LANGUAGE sql AS $$
-		INSERT INTO fn_log VALUES (m.id, txid_current(), m.locked_by)
+		INSERT INTO public.fn_log VALUES (m.id, txid_current(), m.locked_by)
 	$$;
 	SELECT txoutbox.add_route('many.fn', 'function', '{"function": "public.log_message"}');
 });
@@ -94,6 +94,6 @@ cmp_ok($node->safe_psql('postgres',
 is_deeply([ worker_pids($node) ], \@pids, 'no dispatcher restarted');
 
 $l->quit;
-check_server_log($node);
+check_server_log($node, worker_errors => 1);
 $node->stop;
 done_testing();

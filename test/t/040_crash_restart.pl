@@ -24,7 +24,7 @@ $node->safe_psql('postgres', q{
 	LANGUAGE plpgsql AS $$
 	BEGIN
 		PERFORM pg_sleep(0.004);
-		INSERT INTO pub_log (id) VALUES (m.id);
+		INSERT INTO public.pub_log (id) VALUES (m.id);
 	END
 	$$;
 	SELECT txoutbox.add_route('crash.*', 'function', '{"function": "public.slow_publish"}');
@@ -134,6 +134,6 @@ is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM txoutbox.worker_status() WHERE state IN ('idle', 'dispatching')"),
 	'2', 'both dispatchers serve the database');
 
-check_server_log($node, allowed_crashes => 1, allowed_worker_exits => 4);
+check_server_log($node, allowed_crashes => 1, allowed_worker_exits => 4, worker_errors => 1);
 $node->stop;
 done_testing();

@@ -50,17 +50,33 @@ $node->safe_psql('postgres', $setup);
 my ($pid) = wait_for_workers($node, 1, 'observer');
 delivered('postgres', 'before the drop');
 
-# drop it while the worker is busy with a batch
-$node->safe_psql('postgres', q{
-	SELECT count(txoutbox.enqueue('slow', '{}')) FROM generate_series(1, 2000)});
-$node->poll_query_until('observer',
-	"SELECT state = 'dispatching' FROM txoutbox.worker_status() WHERE worker = 0")
-  or note('the worker was not seen dispatching');
-my $t0 = time();
-my ($rc, $out, $err) = $node->psql('postgres', 'DROP EXTENSION txoutbox CASCADE',
-	timeout => 60);
-is($rc, 0, 'DROP EXTENSION succeeds while the worker dispatches') or diag($err);
-note(sprintf('DROP EXTENSION took %.2f s', time() - $t0));
+# drop it while the worker is busy with a batch (five times: whether a
+# lock-order deadlock shows depends on the moment)
+my @drop_errors;
+for my $try (1 .. 5)
+{
+	$node->safe_psql('postgres', $setup) if $try > 1;
+	$node->safe_psql('postgres', q{
+		SELECT count(txoutbox.enqueue('slow', '{}')) FROM generate_series(1, 3000)});
+	$node->poll_query_until('observer',
+		"SELECT state = 'dispatching' FROM txoutbox.worker_status() WHERE worker = 0")
+	  or note('the worker was not seen dispatching');
+	select(undef, undef, undef, 0.1 + rand(0.5));
+	my $t0 = time();
+	my ($rc, $out, $err) = $node->psql('postgres', 'DROP EXTENSION txoutbox CASCADE',
+		timeout => 60);
+	note(sprintf('DROP EXTENSION %d took %.2f s', $try, time() - $t0));
+	if ($rc != 0)
+	{
+		push @drop_errors, $err;
+		# drop it anyway so that the rest of the test means something
+		for (1 .. 20)
+		{
+			last if $node->psql('postgres', 'DROP EXTENSION IF EXISTS txoutbox CASCADE') == 0;
+		}
+	}
+}
+is_deeply(\@drop_errors, [], 'DROP EXTENSION succeeds while the worker dispatches (5 tries, no deadlock)');
 
 ok( $node->poll_query_until('observer',
 		"SELECT state = 'waiting for extension' FROM txoutbox.worker_status() WHERE worker = 0"),
@@ -99,8 +115,8 @@ delivered('appdb', 'appdb');
 
 # drop it while the worker is idle
 $log_pos = -s $node->logfile;
-$t0 = time();
-($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE appdb', timeout => 60);
+my $t0 = time();
+my ($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE appdb', timeout => 60);
 is($rc, 0, 'DROP DATABASE of the served database succeeds') or diag($err);
 unlike($err, qr/being accessed by other users/, 'DROP DATABASE was not blocked by the worker');
 note(sprintf('DROP DATABASE took %.2f s', time() - $t0));
@@ -132,8 +148,8 @@ my $log = log_since($node, 0);
 my @gone = ($log =~ /database "appdb" does not exist; waiting for it/g);
 cmp_ok(scalar @gone, '<=', 3, 'the missing database is logged once per absence');
 my @waiting = ($log =~ /extension txoutbox is not installed in database "postgres"; waiting/g);
-cmp_ok(scalar @waiting, '<=', 3, 'the missing extension is logged once per absence, not every poll');
+cmp_ok(scalar @waiting, '<=', 6, 'the missing extension is logged once per absence, not every poll');
 
-check_server_log($node, allowed_worker_exits => 6);
+check_server_log($node, allowed_worker_exits => 6, worker_errors => 1);
 $node->stop;
 done_testing();

@@ -87,7 +87,9 @@ sub wait_for_log_since
 
 # The log has no PANIC, no backend killed by a signal other than those the
 # test sent itself (%opts{allowed_crashes} = how many crash restarts the test
-# caused), and no message repeated like a crash or restart loop.
+# caused), and no message repeated like a crash or restart loop.  Options:
+# allowed_crashes, allowed_worker_exits (default 3), max_repeats (default 5),
+# worker_errors (also count every error of a background process).
 sub check_server_log
 {
 	my ($node, %opts) = @_;
@@ -106,10 +108,19 @@ sub check_server_log
 	my @exits = ($log =~ /background worker "txoutbox[^"]*" \(PID \d+\) exited with exit code [^0]/g);
 	cmp_ok(scalar @exits, '<=', $opts{allowed_worker_exits} // 3,
 		'server log: no txoutbox worker restart loop');
+	# errors that name txoutbox and, with %opts{worker_errors}, every error
+	# of a background process (its log lines carry no application name),
+	# counted per message text
 	my %seen;
-	$seen{$1}++ while $log =~ /^.*?(?:ERROR|WARNING|FATAL):\s+(.*txoutbox.*)$/mg;
+	while ($log =~ /^\S+ \S+ \S+ \[\d+\] (\S+ )?(?:ERROR|WARNING|FATAL):\s+(.*)$/mg)
+	{
+		my ($app, $msg) = ($1, $2);
+		next if $msg =~ /^terminating (?:background worker|connection) /;
+		$seen{$msg}++
+		  if $msg =~ /txoutbox/ || ($opts{worker_errors} && !defined $app);
+	}
 	my @loops = grep { $seen{$_} > ($opts{max_repeats} // 5) } keys %seen;
-	is_deeply(\@loops, [], 'server log: no txoutbox error repeated in a loop')
+	is_deeply(\@loops, [], 'server log: no worker error repeated in a loop')
 	  or diag(join("\n", map { "$seen{$_} x $_" } @loops));
 	return;
 }
