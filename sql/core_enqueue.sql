@@ -113,3 +113,8 @@ SELECT txoutbox.uuid_v7_floor('1970-01-01 00:00:00+00') = '00000000-0000-0000-00
 SELECT txoutbox.uuid_v7_floor('infinity');
 \echo :LAST_ERROR_SQLSTATE
 TRUNCATE txoutbox.messages;
+
+-- The extension is versioned: ALTER EXTENSION ... UPDATE works (nothing to
+-- do while 0.1.0 is the only version) and the installed version is known.
+ALTER EXTENSION txoutbox UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'txoutbox';
