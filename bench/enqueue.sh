@@ -40,8 +40,16 @@ $$;
 EOF
 
 # Check that the two tables are alike (indexes, constraints, defaults).
-bench_psql -c "SELECT count(*) FROM pg_indexes WHERE tablename = 'bench_plain'" | grep -qx 2
-bench_psql -c "SELECT count(*) FROM pg_constraint WHERE conrelid = 'bench_plain'::regclass" | grep -qx 4
+same=$(bench_psql <<'EOF'
+SELECT (SELECT count(*) FROM pg_index WHERE indrelid = 'bench_plain'::regclass)
+     = (SELECT count(*) FROM pg_index WHERE indrelid = 'txoutbox.messages'::regclass)
+   AND (SELECT count(*) FROM pg_constraint WHERE conrelid = 'bench_plain'::regclass)
+     = (SELECT count(*) FROM pg_constraint WHERE conrelid = 'txoutbox.messages'::regclass)
+   AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'txoutbox.messages'::regclass) = 0
+EOF
+)
+[ "$same" = t ] || { bench_log "bench_plain is not like txoutbox.messages (indexes, constraints, triggers)"; exit 1; }
+bench_log "bench_plain: $(bench_psql -c "SELECT count(*) FROM pg_index WHERE indrelid = 'bench_plain'::regclass") indexes, like txoutbox.messages"
 
 s=$BENCH_DIR/scripts
 mkdir -p "$s"

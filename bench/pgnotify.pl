@@ -16,8 +16,9 @@
 #
 #   pgnotify.pl latency MODE N GAP_MS
 #     MODE txoutbox: N transactions, each enqueue(bench.latency, {seq}) +
-#       COMMIT, GAP_MS apart.  MODE direct: each pg_notify('bench', {seq})
-#       + COMMIT (the floor: NOTIFY delivery with no dispatcher).
+#       COMMIT, GAP_MS apart.  MODE direct: each INSERT of the same row into
+#       bench_plain + pg_notify('bench', payload) + COMMIT (the floor: the
+#       same commit, NOTIFY delivered with no dispatcher in between).
 #     Prints one line per message: seq, ms from COMMIT sent to received,
 #     ms COMMIT took.
 #
@@ -121,7 +122,9 @@ if ($cmd eq 'throughput') {
 	my %sent;
 	my $sql = $mode eq 'txoutbox'
 		? "SELECT 1 FROM txoutbox.enqueue('bench.latency', jsonb_build_object('seq', ?::int))"
-		: "SELECT pg_notify('$channel', json_build_object('seq', ?::int)::text)";
+		: "WITH i AS (INSERT INTO bench_plain (topic, payload, max_attempts) "
+		. "VALUES ('bench.latency', jsonb_build_object('seq', ?::int), 10) RETURNING payload) "
+		. "SELECT pg_notify('$channel', payload::text) FROM i";
 	my $sth = $dbh->prepare($sql);
 	for my $seq (1 .. $n) {
 		$dbh->begin_work;

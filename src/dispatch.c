@@ -415,18 +415,19 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 			if (batches[b].publisher && !batches[b].publisher->transactional)
 				publish_batch(&batches[b], false);
 	}
-	dispatch_collect(opts, counts, any_external ? batches : NULL, nbatches);
+	dispatch_collect(opts, counts, any_external ? batches : NULL, nbatches, 0);
 }
 
 /*
  * Worker: record the outcomes external publishers finished (those of this
  * round's batches that finished at once, and those collected from earlier
  * rounds) in one short transaction, and count what is still in flight.
- * batches may be NULL.  Called outside a transaction.
+ * batches may be NULL.  While nothing finished, wait up to wait_ms for
+ * something to (see Publisher.collect).  Called outside a transaction.
  */
 void
 dispatch_collect(const DispatchOptions *opts, DispatchCounts *counts,
-				 PublishBatch *batches, int nbatches)
+				 PublishBatch *batches, int nbatches, long wait_ms)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	PublishBatch done[lengthof(external_publishers)];
@@ -447,7 +448,7 @@ dispatch_collect(const DispatchOptions *opts, DispatchCounts *counts,
 		if (p->collect == NULL)
 			continue;
 		done[ndone].publisher = p;
-		done[ndone].n = p->collect(&done[ndone].items);
+		done[ndone].n = p->collect(&done[ndone].items, any ? 0 : wait_ms);
 		any |= done[ndone].n > 0;
 		ndone++;
 		counts->in_flight += p->in_flight();

@@ -63,6 +63,7 @@
 #include "common/hmac.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -73,6 +74,7 @@
 #define HTTP_MAX_TIMEOUT_MS		3600000
 #define HTTP_CONNECT_TIMEOUT_MS 10000	/* at most; never above timeout_ms */
 #define HTTP_POLL_MS			100
+#define HTTP_LATCH_CHECK_MS		2		/* latch checks while collecting */
 #define HTTP_MIN_LEASE_MS		1000	/* shortest timeout a lease may cut to */
 #define HTTP_LEASE_MARGIN_MS	5000	/* at most; kept to record outcomes */
 #define HTTP_RESPONSE_CAP		1024	/* response body bytes kept */
@@ -1140,8 +1142,9 @@ send_waiting(void)
 
 /*
  * Move requests along: send what fits, let curl work, move finished ones to
- * done.  Waits up to wait_ms for one to finish while none did.  Checks for
- * interrupts, so SIGTERM ends the worker promptly mid-request.
+ * done.  Waits up to wait_ms for one to finish while none did, but not past
+ * the process latch being set (a commit wants a dispatch round).  Checks
+ * for interrupts, so SIGTERM ends the worker promptly mid-request.
  */
 static void
 pump(long wait_ms)
@@ -1178,9 +1181,11 @@ pump(long wait_ms)
 		CHECK_FOR_INTERRUPTS();
 
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-		if (done.n > done_before || running.n == 0 || left <= 0)
+		if (done.n > done_before || running.n == 0 || left <= 0 ||
+			(wait_ms > 0 && MyLatch->is_set))
 			return;
-		mc = curl_multi_poll(http_multi, NULL, 0, (int) Min(left, HTTP_POLL_MS), NULL);
+		mc = curl_multi_poll(http_multi, NULL, 0,
+							 (int) Min(left, wait_ms > 0 ? HTTP_LATCH_CHECK_MS : HTTP_POLL_MS), NULL);
 		if (mc != CURLM_OK)
 			elog(ERROR, "txoutbox: curl_multi_poll failed: %s", curl_multi_strerror(mc));
 	}
@@ -1314,7 +1319,7 @@ http_publish(PublishItem *items, int n)
  * until the next call.
  */
 static int
-http_collect(PublishItem **items)
+http_collect(PublishItem **items, long wait_ms)
 {
 	HttpRequest *r;
 	int			n = 0;
@@ -1328,7 +1333,7 @@ http_collect(PublishItem **items)
 	if (http_multi == NULL)
 		return 0;
 	if (waiting.n > 0 || running.n > 0)
-		pump(0);
+		pump(wait_ms);
 	if (done.n == 0)
 		return 0;
 	*items = palloc(sizeof(PublishItem) * done.n);

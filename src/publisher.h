@@ -120,11 +120,12 @@ typedef struct Publisher
 	 * External publishers that keep work in flight (else NULL).  collect():
 	 * the items finished since the last call, in *items (valid until the
 	 * next call; their msg and route point into the publisher's memory and
-	 * carry only the id, attempt and policy).  in_flight(): items not yet
+	 * carry only the id, attempt and policy); while none has, it may wait up
+	 * to wait_ms for one, returning early when the process latch is set.  in_flight(): items not yet
 	 * collected.  saturated(route): the route has as much in flight as it
 	 * may, so the dispatcher claims nothing more for it this round.
 	 */
-	int			(*collect) (PublishItem **items);
+	int			(*collect) (PublishItem **items, long wait_ms);
 	int			(*in_flight) (void);
 	bool		(*saturated) (int64 route_id);
 } Publisher;

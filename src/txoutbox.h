@@ -147,7 +147,7 @@ typedef struct PublishBatch
 
 extern void dispatch_round(const DispatchOptions *opts, DispatchCounts *counts);
 extern void dispatch_collect(const DispatchOptions *opts, DispatchCounts *counts,
-							 PublishBatch *batches, int nbatches);
+							 PublishBatch *batches, int nbatches, long wait_ms);
 extern MemoryContext worker_xact_begin(const char *activity);
 extern void worker_xact_commit(MemoryContext cxt);
 

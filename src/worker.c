@@ -14,8 +14,10 @@
  * A dispatcher connects to txoutbox.database and loops: run a round
  * (dispatch.c), then sleep on its latch until a commit wakes it, the next
  * delayed or retrying message is due, or txoutbox.poll_interval passes.
- * While webhooks are in flight it also wakes every IN_FLIGHT_POLL_MS to
- * record the ones that finished, without claiming.  It
+ * While webhooks are in flight it waits on them instead (on the http
+ * publisher's sockets, at most IN_FLIGHT_WAIT_MS at a time, and not past a
+ * commit setting its latch), recording each that finished, and runs a full
+ * round when woken or due.  It
  * wakes at least once a second to notice a DROP DATABASE (or rename) waiting
  * for it, and then exits so the drop is not blocked.  Errors in a round are
  * logged (once while they repeat), recorded for worker_status(), and
@@ -58,7 +60,7 @@
 #define RESTART_DELAY_MIN_MS	1000
 #define RESTART_DELAY_MAX_MS	60000
 #define ERROR_DELAY_MAX_MS		30000
-#define IN_FLIGHT_POLL_MS		10		/* collect webhooks this often */
+#define IN_FLIGHT_WAIT_MS		10		/* longest wait for webhooks in flight */
 #define PURGE_BATCH				1000
 #define PURGE_MAX_BATCHES		20
 #define PURGE_INTERVAL_MS		10000	/* between passes that finished */
@@ -428,10 +430,11 @@ record_counts(const DispatchCounts *counts, bool round)
 }
 
 /*
- * Between rounds, while external publishing is under way: record what
- * finished.  Returns how long to sleep, in ms.
+ * Between rounds, while external publishing is under way: wait (on the
+ * publisher's sockets, up to IN_FLIGHT_WAIT_MS or until the latch is set)
+ * for some of it to finish, and record what did.
  */
-static long
+static void
 dispatcher_collect(DispatcherState *st)
 {
 	DispatchOptions opts;
@@ -439,10 +442,9 @@ dispatcher_collect(DispatcherState *st)
 
 	memset(&counts, 0, sizeof(counts));
 	dispatcher_options(st, &opts);
-	dispatch_collect(&opts, &counts, NULL, 0);
+	dispatch_collect(&opts, &counts, NULL, 0, IN_FLIGHT_WAIT_MS);
 	st->in_flight = counts.in_flight;
 	record_counts(&counts, false);
-	return IN_FLIGHT_POLL_MS;
 }
 
 /*
@@ -521,8 +523,6 @@ dispatcher_iteration(DispatcherState *st)
 	/* a full round at least every DROP_CHECK_INTERVAL_MS (see header) */
 	sleep_ms = Min(sleep_ms, DROP_CHECK_INTERVAL_MS);
 	st->next_round = TimestampTzPlusMilliseconds(now, sleep_ms);
-	if (st->in_flight > 0)
-		sleep_ms = Min(sleep_ms, IN_FLIGHT_POLL_MS);
 	return sleep_ms;
 }
 
@@ -608,7 +608,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 			if (full_round)
 				sleep_ms = dispatcher_iteration(&st);
 			else
-				sleep_ms = dispatcher_collect(&st);
+				dispatcher_collect(&st);
 			error_delay_ms = 0;
 			if (last_logged_error)
 			{
@@ -645,18 +645,21 @@ txoutbox_dispatcher_main(Datum main_arg)
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
 
-		if (sleep_ms > 0)
+		if (st.in_flight > 0)
 		{
+			/*
+			 * Webhooks in flight: the next iteration waits for them on the
+			 * publisher's sockets (dispatcher_collect) unless a commit set
+			 * the latch or the next round is due.
+			 */
+			full_round = MyLatch->is_set || GetCurrentTimestamp() >= st.next_round;
+			continue;
+		}
+		full_round = true;
+		if (sleep_ms > 0)
 			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						   Min(sleep_ms, DROP_CHECK_INTERVAL_MS), PG_WAIT_EXTENSION);
-
-			/*
-			 * Woken by a commit, or the next round is due: a full round.
-			 * Otherwise only webhooks in flight woke us: collect them.
-			 */
-			full_round = (rc & WL_LATCH_SET) || st.in_flight == 0 ||
-				GetCurrentTimestamp() >= st.next_round;
-		}
+		(void) rc;
 	}
 }
 
