@@ -588,7 +588,6 @@ txoutbox_dispatcher_main(Datum main_arg)
 	for (;;)
 	{
 		volatile long sleep_ms = 0;
-		int			rc;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -645,7 +644,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
 
-		if (st.in_flight > 0)
+		if (st.in_flight > 0 && error_delay_ms == 0)
 		{
 			/*
 			 * Webhooks in flight: the next iteration waits for them on the
@@ -657,9 +656,8 @@ txoutbox_dispatcher_main(Datum main_arg)
 		}
 		full_round = true;
 		if (sleep_ms > 0)
-			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						   Min(sleep_ms, DROP_CHECK_INTERVAL_MS), PG_WAIT_EXTENSION);
-		(void) rc;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(sleep_ms, DROP_CHECK_INTERVAL_MS), PG_WAIT_EXTENSION);
 	}
 }
 
