@@ -192,7 +192,7 @@ publish_batch(PublishBatch *b, bool in_transaction)
 		b->publisher->publish(b->items, b->n);
 		return;
 	}
-	if (!try_in_subtransaction(publish_batch_body, b, &error))
+	if (!try_in_subtransaction(publish_batch_body, b, &error, false))
 		for (i = 0; i < b->n; i++)
 			publisher_set_outcome(&b->items[i], PUBLISH_RETRY, "%s publisher failed: %s",
 								  b->publisher->name, error);
@@ -255,7 +255,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		else
 			next_at[nbad] = (Datum) 0;
 		if (it->error)
-			counts->last_error = it->error;
+			strlcpy(counts->last_error, it->error, TXOUTBOX_ERROR_LEN);
 		nbad++;
 	}
 

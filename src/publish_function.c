@@ -158,7 +158,9 @@ function_publish(PublishItem *items, int n)
 		args.row = items[i].msg->row;
 		if (route->timeout_ms > 0 && IsBackgroundWorker)
 			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);
-		ok = try_in_subtransaction(call_function, &args, &error);
+		/* the route's own timeout (worker only) is this message's failure */
+		ok = try_in_subtransaction(call_function, &args, &error,
+								   route->timeout_ms > 0 && IsBackgroundWorker);
 		if (route->timeout_ms > 0 && IsBackgroundWorker)
 		{
 			disable_timeout(STATEMENT_TIMEOUT, false);

@@ -1147,7 +1147,7 @@ send_waiting(void)
  * for interrupts, so SIGTERM ends the worker promptly mid-request.
  */
 static void
-pump(long wait_ms)
+pump(long wait_ms, bool wake_on_latch)
 {
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 	int			done_before = done.n;
@@ -1182,10 +1182,10 @@ pump(long wait_ms)
 
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 		if (done.n > done_before || running.n == 0 || left <= 0 ||
-			(wait_ms > 0 && MyLatch->is_set))
+			(wake_on_latch && MyLatch->is_set))
 			return;
 		mc = curl_multi_poll(http_multi, NULL, 0,
-							 (int) Min(left, wait_ms > 0 ? HTTP_LATCH_CHECK_MS : HTTP_POLL_MS), NULL);
+							 (int) Min(left, wake_on_latch ? HTTP_LATCH_CHECK_MS : HTTP_POLL_MS), NULL);
 		if (mc != CURLM_OK)
 			elog(ERROR, "txoutbox: curl_multi_poll failed: %s", curl_multi_strerror(mc));
 	}
@@ -1273,7 +1273,7 @@ http_publish(PublishItem *items, int n)
 
 	if (!sync)
 	{
-		pump(0);
+		pump(0, false);
 		pfree(reqs);
 		return;
 	}
@@ -1284,7 +1284,7 @@ http_publish(PublishItem *items, int n)
 
 		do
 		{
-			pump(HTTP_POLL_MS);
+			pump(HTTP_POLL_MS, false);
 			all_done = true;
 			for (i = 0; i < n && all_done; i++)
 				if (reqs[i] && reqs[i]->item.outcome == PUBLISH_IN_FLIGHT)
@@ -1333,7 +1333,7 @@ http_collect(PublishItem **items, long wait_ms)
 	if (http_multi == NULL)
 		return 0;
 	if (waiting.n > 0 || running.n > 0)
-		pump(wait_ms);
+		pump(wait_ms, wait_ms > 0);
 	if (done.n == 0)
 		return 0;
 	*items = palloc(sizeof(PublishItem) * done.n);

@@ -188,9 +188,12 @@ publisher_set_outcome(PublishItem *item, PublishOutcome outcome, const char *fmt
  * Run fn(arg) in a subtransaction of the current transaction.  Returns true
  * when it returned; false when it raised, with the error message (in the
  * caller's memory context) in *error and the subtransaction rolled back.
+ * A query cancel (statement_timeout, pg_cancel_backend) is thrown on after
+ * the rollback unless catch_cancel: it ends the caller's statement, it is not
+ * a failure of one message.
  */
 bool
-try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error)
+try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error, bool catch_cancel)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -215,6 +218,8 @@ try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !catch_cancel)
+			ReThrowError(edata);
 		*error = pstrdup(edata->message);
 		FreeErrorData(edata);
 		ok = false;

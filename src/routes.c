@@ -256,7 +256,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 			ParseArgs	args = {r};
 			char	   *error = NULL;
 
-			if (!try_in_subtransaction(parse_route, &args, &error))
+			if (!try_in_subtransaction(parse_route, &args, &error, false))
 				r->broken = psprintf("route %lld (%s) is misconfigured: %s",
 									 (long long) r->id, r->pattern, error);
 		}

@@ -133,7 +133,7 @@ typedef struct DispatchCounts
 	int			failed;
 	TimestampTz next_due;		/* earliest future available_at of a routed
 								 * message, or DT_NOEND */
-	char	   *last_error;		/* latest publishing error, or NULL */
+	char		last_error[TXOUTBOX_ERROR_LEN];	/* latest publishing error, or "" */
 	int			in_flight;		/* external publishing still under way */
 } DispatchCounts;
 

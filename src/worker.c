@@ -277,7 +277,8 @@ txoutbox_launcher_main(Datum main_arg)
 
 				if (i >= txoutbox_workers)
 				{
-					if (running)
+					/* one started by an earlier launcher exits on the reload itself */
+					if (running && handles[i] != NULL)
 						TerminateBackgroundWorker(handles[i]);
 					continue;
 				}
@@ -423,7 +424,7 @@ record_counts(const DispatchCounts *counts, bool round)
 	}
 	slot->published += counts->succeeded;
 	slot->failed += counts->failed;
-	if (counts->last_error)
+	if (counts->last_error[0] != '\0')
 		strlcpy(slot->last_error, counts->last_error, TXOUTBOX_ERROR_LEN);
 	slot->state = WORKER_IDLE;
 	LWLockRelease(txoutbox_shared->lock);
@@ -461,6 +462,7 @@ dispatcher_iteration(DispatcherState *st)
 	long		sleep_ms = txoutbox_poll_interval_ms;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	st->in_flight = 0;			/* until a round says otherwise */
 	if (RecoveryInProgress())
 	{
 		set_worker_state(WORKER_RECOVERY, NULL);
@@ -639,7 +641,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 
 			error_delay_ms = Min(Max(error_delay_ms * 2, 250), ERROR_DELAY_MAX_MS);
 			sleep_ms = error_delay_ms;
-			st.leases_released = false;
+			/* leases stay ours: webhooks may still be in flight under them */
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
