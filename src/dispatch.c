@@ -199,6 +199,48 @@ publish_batch(PublishBatch *b, bool in_transaction)
 }
 
 /*
+ * Keep the items of an external batch its publisher has room for (per
+ * route, see Publisher.capacity) and lease them from now, setting their
+ * lease_until; drop the rest from the batch (untouched, they are claimable
+ * again when the claiming transaction ends).  Caller is in SPI, in the
+ * claiming transaction.
+ */
+static void
+lease_within_capacity(PublishBatch *batch, const DispatchOptions *opts, const RouteSet *routes)
+{
+	int		   *room = palloc(sizeof(int) * Max(routes->n, 1));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(batch->n, 1));
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz lease_until = opts->lock_until != 0 ? opts->lock_until :
+		TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
+	int			kept = 0;
+	int			i;
+
+	for (i = 0; i < routes->n; i++)
+		room[i] = -1;			/* not asked yet */
+	for (i = 0; i < batch->n; i++)
+	{
+		PublishItem *it = &batch->items[i];
+		int			r = it->route - routes->routes;
+
+		if (room[r] < 0)
+			room[r] = batch->publisher->capacity ?
+				batch->publisher->capacity(it->route->id) : INT_MAX;
+		if (room[r] == 0)
+			continue;
+		room[r]--;
+		it->msg->lease_until = lease_until;
+		batch->items[kept] = *it;
+		ids[kept++] = UUIDPGetDatum(&it->msg->id);
+	}
+	batch->n = kept;
+	if (kept > 0)
+		outbox_lease_many(PointerGetDatum(construct_array(ids, kept, UUIDOID, UUID_LEN,
+														  false, TYPALIGN_CHAR)),
+						  opts->consumer, now, lease_until);
+}
+
+/*
  * Record a batch's outcomes; add them to counts.  by_lock: the messages are
  * still only locked by this transaction (see outbox_lock_claimable), rather
  * than leased.  Caller is in SPI.
@@ -331,6 +373,29 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.route_prefixes = routes.prefixes;
 	req.tenant = txoutbox_bound_tenant();
 
+	/*
+	 * When every route publishes outside the transaction, lock no more than
+	 * they have room for: what they cannot take would only be locked and
+	 * let go again.
+	 */
+	if (opts->own_transactions)
+	{
+		int64		room = 0;
+		bool		all_external = routes.n > 0;
+
+		for (i = 0; i < routes.n && all_external; i++)
+		{
+			const Publisher *p = routes.routes[i].publisher;
+
+			if (p == NULL || p->transactional || p->capacity == NULL)
+				all_external = false;
+			else
+				room += p->capacity(routes.routes[i].id);
+		}
+		if (all_external)
+			req.max_messages = (int) Max(Min(room, req.max_messages), 1);
+	}
+
 	n = routes.n > 0 ? outbox_lock_claimable(&req) : 0;
 	counts->claimed = n;
 
@@ -361,6 +426,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		batches[b].items[batches[b].n++] = items[i];
 	}
 
+	/* in-transaction publishers (and broken routes) first */
 	for (b = 0; b < nbatches; b++)
 	{
 		PublishBatch *batch = &batches[b];
@@ -377,23 +443,29 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 			}
 			mark_batch(batch, opts, true, counts);
 		}
-		else if (!batch->publisher->transactional && opts->own_transactions)
-		{
-			/* published after commit: take a lease now */
-			Datum	   *ids = palloc(sizeof(Datum) * batch->n);
-
-			for (i = 0; i < batch->n; i++)
-				ids[i] = UUIDPGetDatum(&batch->items[i].msg->id);
-			outbox_lease_many(PointerGetDatum(construct_array(ids, batch->n, UUIDOID, UUID_LEN,
-															  false, TYPALIGN_CHAR)),
-							  opts->consumer, req.as_of, req.lock_until);
-			any_external = true;
-		}
-		else
+		else if (batch->publisher->transactional || !opts->own_transactions)
 		{
 			/* publish and record the outcome in this transaction */
 			publish_batch(batch, true);
 			mark_batch(batch, opts, true, counts);
+		}
+	}
+
+	/*
+	 * External publishers: take a lease, from now (after the others ran),
+	 * on as many as each route has room for; the rest stay untouched and
+	 * are claimable again when this transaction ends.
+	 */
+	for (b = 0; b < nbatches && opts->own_transactions; b++)
+	{
+		PublishBatch *batch = &batches[b];
+
+		if (batch->publisher && !batch->publisher->transactional)
+		{
+			counts->claimed -= batch->n;
+			lease_within_capacity(batch, opts, &routes);
+			counts->claimed += batch->n;
+			any_external |= batch->n > 0;
 		}
 	}
 

@@ -75,6 +75,8 @@
 #define HTTP_CONNECT_TIMEOUT_MS 10000	/* at most; never above timeout_ms */
 #define HTTP_POLL_MS			100
 #define HTTP_LATCH_CHECK_MS		2		/* latch checks while collecting */
+#define HTTP_QUEUE_FACTOR		32		/* most requests queued per route, in
+										 * multiples of http_max_concurrency */
 #define HTTP_MIN_LEASE_MS		1000	/* shortest timeout a lease may cut to */
 #define HTTP_LEASE_MARGIN_MS	5000	/* at most; kept to record outcomes */
 #define HTTP_RESPONSE_CAP		1024	/* response body bytes kept */
@@ -1354,15 +1356,21 @@ http_in_flight(void)
 }
 
 /*
- * Has route_id as much in flight as it may (txoutbox.http_max_concurrency
- * requests waiting or running)?  Then the dispatcher claims nothing more
- * for it for now.
+ * How many more requests route_id may take now.  None while it has
+ * txoutbox.http_max_concurrency requests waiting or running, so a slow route
+ * is not claimed from; otherwise up to HTTP_QUEUE_FACTOR times that many in
+ * all (one claim's worth: cheaper than many small rounds).  The dispatcher
+ * leases no more than this and leaves the rest unclaimed.
  */
-static bool
-http_saturated(int64 route_id)
+static int
+http_capacity(int64 route_id)
 {
-	return count_route(&waiting, route_id) + count_route(&running, route_id) >=
-		Max(txoutbox_http_max_concurrency, 1);
+	int			have = count_route(&waiting, route_id) + count_route(&running, route_id);
+	int			max_running = Max(txoutbox_http_max_concurrency, 1);
+
+	if (have >= max_running)
+		return 0;
+	return HTTP_QUEUE_FACTOR * max_running - have;
 }
 
 const Publisher http_publisher = {
@@ -1372,5 +1380,5 @@ const Publisher http_publisher = {
 	.publish = http_publish,
 	.collect = http_collect,
 	.in_flight = http_in_flight,
-	.saturated = http_saturated,
+	.capacity = http_capacity,
 };

@@ -121,13 +121,14 @@ typedef struct Publisher
 	 * the items finished since the last call, in *items (valid until the
 	 * next call; their msg and route point into the publisher's memory and
 	 * carry only the id, attempt and policy); while none has, it may wait up
-	 * to wait_ms for one, returning early when the process latch is set.  in_flight(): items not yet
-	 * collected.  saturated(route): the route has as much in flight as it
-	 * may, so the dispatcher claims nothing more for it this round.
+	 * to wait_ms for one, returning early when the process latch is set.
+	 * in_flight(): items not yet collected.  capacity(route): how many more
+	 * items of the route it takes now; the dispatcher leases no more than
+	 * that (the others stay untouched) and claims nothing for a route at 0.
 	 */
 	int			(*collect) (PublishItem **items, long wait_ms);
 	int			(*in_flight) (void);
-	bool		(*saturated) (int64 route_id);
+	int			(*capacity) (int64 route_id);
 } Publisher;
 
 extern const Publisher notify_publisher;

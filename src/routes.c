@@ -241,7 +241,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		r->publisher = publisher_lookup(publisher);
 
 		/* a route with all it may have in flight gets nothing more now */
-		if (r->publisher && r->publisher->saturated && r->publisher->saturated(r->id))
+		if (r->publisher && r->publisher->capacity && r->publisher->capacity(r->id) == 0)
 			;
 		else if (r->is_prefix)
 			prefixes[nprefix++] = pnstrdup(r->pattern, len - 1);
