@@ -665,11 +665,14 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 								   "mark failed", "processing", consumer));
 }
 
-/* SQL: replay(id): failed back to pending, attempts reset, available now. */
-Datum
-txoutbox_replay(PG_FUNCTION_ARGS)
+/*
+ * A transition of one failed message given by id (argument 0), which wakes
+ * the dispatchers at commit: replay() and skip().
+ */
+static Datum
+failed_message_transition(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql,
+						  const char *action)
 {
-	static SPIPlanPtr plan = NULL;
 	static Oid	argtypes[1] = {UUIDOID};
 	Datum		values[1];
 	Datum		result;
@@ -678,18 +681,26 @@ txoutbox_replay(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		null_argument("id");
 	values[0] = PG_GETARG_DATUM(0);
-
-	result = transition_one(&plan,
-							"WITH unskip AS (DELETE FROM txoutbox.skipped_messages WHERE id = $1)"
-							"UPDATE txoutbox.messages"
-							"   SET status = 'pending', attempt_count = 0, available_at = now(),"
-							"       locked_by = NULL, locked_at = NULL, published_at = NULL,"
-							"       updated_at = now()"
-							" WHERE id = $1 AND status = 'failed'"
-							" RETURNING " MESSAGE_COLUMNS,
-							1, argtypes, values, NULL, "replay", "failed", NULL);
+	result = transition_one(plan, sql, 1, argtypes, values, NULL, action, "failed", NULL);
 	txoutbox_wake_at_commit();
-	PG_RETURN_DATUM(result);
+	return result;
+}
+
+/* SQL: replay(id): failed back to pending, attempts reset, available now. */
+Datum
+txoutbox_replay(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+
+	PG_RETURN_DATUM(failed_message_transition(fcinfo, &plan,
+											  "WITH unskip AS (DELETE FROM txoutbox.skipped_messages WHERE id = $1)"
+											  "UPDATE txoutbox.messages"
+											  "   SET status = 'pending', attempt_count = 0, available_at = now(),"
+											  "       locked_by = NULL, locked_at = NULL, published_at = NULL,"
+											  "       updated_at = now()"
+											  " WHERE id = $1 AND status = 'failed'"
+											  " RETURNING " MESSAGE_COLUMNS,
+											  "replay"));
 }
 
 /*
@@ -700,25 +711,15 @@ Datum
 txoutbox_skip(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[1] = {UUIDOID};
-	Datum		values[1];
-	Datum		result;
 
-	txoutbox_require_preload();
-	if (PG_ARGISNULL(0))
-		null_argument("id");
-	values[0] = PG_GETARG_DATUM(0);
-
-	result = transition_one(&plan,
-							"WITH skip AS (INSERT INTO txoutbox.skipped_messages (id)"
-							"  SELECT id FROM txoutbox.messages WHERE id = $1 AND status = 'failed'"
-							"  ON CONFLICT DO NOTHING)"
-							"UPDATE txoutbox.messages SET updated_at = now()"
-							" WHERE id = $1 AND status = 'failed'"
-							" RETURNING " MESSAGE_COLUMNS,
-							1, argtypes, values, NULL, "skip", "failed", NULL);
-	txoutbox_wake_at_commit();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(failed_message_transition(fcinfo, &plan,
+											  "WITH skip AS (INSERT INTO txoutbox.skipped_messages (id)"
+											  "  SELECT id FROM txoutbox.messages WHERE id = $1 AND status = 'failed'"
+											  "  ON CONFLICT DO NOTHING)"
+											  "UPDATE txoutbox.messages SET updated_at = now()"
+											  " WHERE id = $1 AND status = 'failed'"
+											  " RETURNING " MESSAGE_COLUMNS,
+											  "skip"));
 }
 
 /*
