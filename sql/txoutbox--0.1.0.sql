@@ -469,6 +469,18 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA txoutbox FROM PUBLIC;
 REVOKE ALL ON SCHEMA txoutbox FROM PUBLIC;
 
+-- The settings the admin grant set may change; txoutbox.database, workers,
+-- tenant_id and http_allowed_hosts stay with superusers.
+CREATE FUNCTION txoutbox._tuning_settings()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
+                 'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
+                 'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout']
+$$;
+
 CREATE FUNCTION txoutbox.grant_role(role_name regrole, grant_set text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -477,11 +489,7 @@ AS $$
 DECLARE
     fn text;
     setting text;
-    -- the tuning settings; txoutbox.database, workers, tenant_id and
-    -- http_allowed_hosts stay with superusers
-    tuning text[] := ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
-                           'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
-                           'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout'];
+    tuning text[] := txoutbox._tuning_settings();
     producer text[] := ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
                              'txoutbox.capture()'];
     consumer text[] := ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
@@ -527,11 +535,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     setting text;
-    -- the tuning settings; txoutbox.database, workers, tenant_id and
-    -- http_allowed_hosts stay with superusers
-    tuning text[] := ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
-                           'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
-                           'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout'];
+    tuning text[] := txoutbox._tuning_settings();
 BEGIN
     IF role_name IS NULL THEN
         RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -552,6 +556,7 @@ BEGIN
 END
 $$;
 
+REVOKE ALL ON FUNCTION txoutbox._tuning_settings() FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.grant_role(regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.revoke_role(regrole) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.enable_tenant_isolation() FROM PUBLIC;
