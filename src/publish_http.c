@@ -945,6 +945,16 @@ describe_timeout(HttpRequest *r)
 	return psprintf("timed out after %lld ms reading the response (%s)", elapsed_ms, limit);
 }
 
+/* Did the request reach the server (connected, and sending began)? */
+static bool
+request_was_sent(HttpRequest *r)
+{
+	curl_off_t	pretransfer_us = 0;
+
+	curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+	return pretransfer_us > 0;
+}
+
 /* Set the outcome of a finished request from curl's result and the status. */
 static void
 finish_request(HttpRequest *r, CURLcode result)
@@ -957,12 +967,19 @@ finish_request(HttpRequest *r, CURLcode result)
 	{
 		if (result == CURLE_OPERATION_TIMEDOUT)
 			publisher_set_outcome(item, PUBLISH_RETRY, "%s", describe_timeout(r));
-		else if (result == CURLE_URL_MALFORMAT || result == CURLE_UNSUPPORTED_PROTOCOL)
+		else if (result == CURLE_URL_MALFORMAT ||
+				 (result == CURLE_UNSUPPORTED_PROTOCOL && !request_was_sent(r)))
 			publisher_set_outcome(item, PUBLISH_FAILED, "request refused by libcurl: %s",
 								  r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
 		else
+		{
+			/*
+			 * Anything else is worth another try, including an answer that
+			 * is not HTTP (libcurl calls that an unsupported protocol too).
+			 */
 			publisher_set_outcome(item, PUBLISH_RETRY, "%s",
 								  r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
+		}
 		return;
 	}
 

@@ -19,7 +19,10 @@ t is time.time().  What a path answers comes from the --config JSON file,
 re-read whenever it changes: {"/path": RESPONSE or [RESPONSE, ...]}.  A
 list is used in order, one per request to that path, its last entry
 repeating.  RESPONSE: {"status": 200, "body": "ok", "delay_ms": 0,
-"retry_after": "2", "location": "/elsewhere", "headers": {...}}.  Paths not
+"retry_after": "2", "location": "/elsewhere", "headers": {...},
+"raw": "bytes"}; with "raw" those bytes are sent instead of an HTTP response
+and the connection is closed.  A 204 or 304 answer has no body, as HTTP
+says (a body there would corrupt a reused connection).  Paths not
 in the config answer 200 "ok".  Keep-alive (HTTP/1.1) is supported, so
 connection reuse shows up as several requests on one conn.
 
@@ -121,10 +124,17 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             time.sleep(min(0.02, max(0, end - time.time())))
-        out = spec.get("body", "ok").encode()
+        if "raw" in spec:
+            self.wfile.write(spec["raw"].encode())
+            self.wfile.flush()
+            self.close_connection = True
+            log({"event": "done", "conn": self.conn_id, "t": time.time(), "path": self.path})
+            return
+        out = b"" if status in (204, 304) else spec.get("body", "ok").encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(out)))
+        if status not in (204, 304):
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(out)))
         if "retry_after" in spec:
             self.send_header("Retry-After", str(spec["retry_after"]))
         if "location" in spec:

@@ -66,13 +66,14 @@ write_sink_config(
 		'/bigerror' => { status => 500, body => ('E' x 5000) },
 		'/teapot' => { status => 418 },
 		'/created' => { status => 201 },
+		'/garbage' => [ { raw => "this is not HTTP\r\n" }, { status => 200 } ],
 	});
 
 my @routes = (
 	[ 'flaky', '/flaky' ], [ 'down', '/down' ], [ 'gone', '/gone' ],
 	[ 'busy', '/busy' ], [ 'busydate', '/busydate' ], [ 'capped', '/capped' ],
 	[ 'moved', '/moved' ], [ 'bigerror', '/bigerror' ], [ 'teapot', '/teapot' ],
-	[ 'created', '/created' ],);
+	[ 'created', '/created' ], [ 'garbage', '/garbage' ],);
 for my $r (@routes)
 {
 	$node->safe_psql('postgres',
@@ -86,7 +87,7 @@ $node->safe_psql('postgres',
 	qq{SELECT txoutbox.add_route('refused', 'http', '{"url": "http://127.0.0.1:$dead_port/x"}')});
 
 my %id;
-for my $t (qw(flaky gone busy busydate capped moved created teapot))
+for my $t (qw(flaky gone busy busydate capped moved created teapot garbage))
 {
 	$id{$t} = $node->safe_psql('postgres', qq{SELECT id FROM txoutbox.enqueue('$t', '{"t": "$t"}')});
 }
@@ -150,6 +151,13 @@ like($err, qr/^HTTP 418/, 'teapot: last_error names the status');
 # 201 is a success like 200
 ($st, $att) = row('created');
 is("$st $att", 'succeeded 1', 'created: 201 succeeds');
+
+# an answer that is not HTTP at all: retried (on a new connection), then succeeded
+($st, $att, $err) = row('garbage');
+is("$st $att", 'succeeded 2', 'garbage: an answer that is not HTTP is retried');
+like($err, qr/HTTP\/0\.9/, 'garbage: last_error says what libcurl received');
+my @garbage = sink_requests($sink, '/garbage');
+isnt($garbage[0]->{conn}, $garbage[1]->{conn}, 'garbage: the retry used a new connection');
 
 # 429 with Retry-After: 2 -> the next attempt waits at least 2 s
 ($st, $att) = row('busy');
