@@ -5,6 +5,7 @@ OBJS = \
 	src/txoutbox.o \
 	src/uuidv7.o \
 	src/outbox.o \
+	src/message_insert.o \
 	src/routes.o \
 	src/dispatch.o \
 	src/worker.o \
@@ -20,7 +21,7 @@ SHLIB_LINK = -lcurl
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
-REGRESS = core_enqueue core_claim core_marks core_read core_errors core_trigger routes dispatch \
+REGRESS = core_enqueue enqueue_insert core_claim core_marks core_read core_errors core_trigger routes dispatch \
 	ordering capture route_policy security
 REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress
 

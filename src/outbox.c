@@ -194,8 +194,9 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	static Oid	argtypes[11] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	JSONBOID, JSONBOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		values[11];
-	char		nulls[11];
+	Datum		row[MESSAGE_NATTS];
+	bool		row_nulls[MESSAGE_NATTS];
+	Datum		headers;
 	pg_uuid_t	id;
 	int32		max_attempts = txoutbox_max_attempts;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
@@ -241,38 +242,54 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	uuidv7_generate(&id);
-
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = UUIDPGetDatum(&id);
-	values[1] = tenant;			/* tenant_id */
-	nulls[1] = tenant ? ' ' : 'n';
-	values[2] = PG_GETARG_DATUM(6); /* org_id */
-	nulls[2] = PG_ARGISNULL(6) ? 'n' : ' ';
-	values[3] = PG_GETARG_DATUM(0); /* topic */
-	values[4] = PG_GETARG_DATUM(2); /* message_key */
-	nulls[4] = PG_ARGISNULL(2) ? 'n' : ' ';
-	values[5] = PG_GETARG_DATUM(1); /* payload */
 	if (PG_ARGISNULL(3))		/* NULL headers mean no headers */
-		values[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		headers = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	else
-		values[6] = PG_GETARG_DATUM(3);
-	values[7] = PG_GETARG_DATUM(4); /* correlation_id */
-	nulls[7] = PG_ARGISNULL(4) ? 'n' : ' ';
-	values[8] = Int32GetDatum(max_attempts);
-	values[9] = TimestampTzGetDatum(available_at);
-	values[10] = TimestampTzGetDatum(now);
+		headers = PG_GETARG_DATUM(3);
 
-	SPI_connect();
-	cached_plan(&plan,
-				"INSERT INTO txoutbox.messages (id, tenant_id, org_id, topic, message_key, "
-				"payload, headers, correlation_id, status, attempt_count, max_attempts, "
-				"available_at, created_at, updated_at) "
-				"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11) "
-				"RETURNING " MESSAGE_COLUMNS,
-				11, argtypes);
-	run_plan(plan, values, nulls, SPI_OK_INSERT_RETURNING);
-	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
-	SPI_finish();
+	/* the whole row, in column order */
+	memset(row_nulls, true, sizeof(row_nulls));
+#define SET_COLUMN(n, v, null) (row[n] = (v), row_nulls[n] = (null))
+	SET_COLUMN(0, UUIDPGetDatum(&id), false);
+	SET_COLUMN(1, tenant, tenant == (Datum) 0);
+	SET_COLUMN(2, PG_GETARG_DATUM(6), PG_ARGISNULL(6));	/* org_id */
+	SET_COLUMN(3, PG_GETARG_DATUM(0), false);	/* topic */
+	SET_COLUMN(4, PG_GETARG_DATUM(2), PG_ARGISNULL(2));	/* message_key */
+	SET_COLUMN(5, PG_GETARG_DATUM(1), false);	/* payload */
+	SET_COLUMN(6, headers, false);
+	SET_COLUMN(7, PG_GETARG_DATUM(4), PG_ARGISNULL(4));	/* correlation_id */
+	SET_COLUMN(8, CStringGetTextDatum("pending"), false);
+	SET_COLUMN(9, Int32GetDatum(0), false); /* attempt_count */
+	SET_COLUMN(10, Int32GetDatum(max_attempts), false);
+	SET_COLUMN(12, TimestampTzGetDatum(available_at), false);
+	SET_COLUMN(16, TimestampTzGetDatum(now), false);	/* created_at */
+	SET_COLUMN(17, TimestampTzGetDatum(now), false);	/* updated_at */
+#undef SET_COLUMN
+
+	if (!message_insert(fcinfo->flinfo, row, row_nulls, &result))
+	{
+		/* the table has triggers or row security: a real INSERT */
+		Datum		values[11];
+		char		nulls[11];
+		static const int columns[11] = {0, 1, 2, 3, 4, 5, 6, 7, 10, 12, 16};
+
+		for (int i = 0; i < 11; i++)
+		{
+			values[i] = row[columns[i]];
+			nulls[i] = row_nulls[columns[i]] ? 'n' : ' ';
+		}
+		SPI_connect();
+		cached_plan(&plan,
+					"INSERT INTO txoutbox.messages (id, tenant_id, org_id, topic, message_key, "
+					"payload, headers, correlation_id, status, attempt_count, max_attempts, "
+					"available_at, created_at, updated_at) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11) "
+					"RETURNING " MESSAGE_COLUMNS,
+					11, argtypes);
+		run_plan(plan, values, nulls, SPI_OK_INSERT_RETURNING);
+		result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+		SPI_finish();
+	}
 
 	txoutbox_wake_at_commit();
 	PG_RETURN_DATUM(result);

@@ -87,6 +87,10 @@ extern void uuidv7_generate(pg_uuid_t *uuid);
 extern void uuidv7_floor(TimestampTz ts, pg_uuid_t *uuid);
 extern void uuid_to_cstring(const pg_uuid_t *uuid, char *out);	/* 37 bytes */
 
+/* message_insert.c: enqueue()'s insert without a per-row executor */
+#define MESSAGE_NATTS 18		/* columns of txoutbox.messages */
+extern bool message_insert(FmgrInfo *flinfo, Datum *values, bool *isnull, Datum *result);
+
 /* outbox.c: the state machine, shared by the SQL functions and dispatch.c */
 typedef struct ClaimRequest
 {

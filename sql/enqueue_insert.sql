@@ -1,0 +1,162 @@
+-- enqueue_insert: enqueue() inserts its row without an executor per call,
+-- keeping the prepared constraints and index descriptions between calls of
+-- one expression.  It must do exactly what an INSERT would: every index
+-- entry, every constraint (also one added mid-transaction), triggers and
+-- read-only transactions respected, big payloads toasted, subtransaction
+-- aborts survived.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+CREATE EXTENSION IF NOT EXISTS amcheck;
+RESET client_min_messages;
+TRUNCATE txoutbox.messages;
+
+-- many rows in one statement: every row and every index entry is there
+SELECT count(*) AS enqueued
+  FROM (SELECT txoutbox.enqueue('bulk.' || (g % 3), jsonb_build_object('i', g),
+                                message_key => CASE WHEN g % 2 = 0 THEN 'k' || (g % 7) END)
+          FROM generate_series(1, 3000) g) s;
+SELECT count(*) AS rows, count(DISTINCT id) AS ids, min(status) AS status,
+       count(message_key) AS keyed
+  FROM txoutbox.messages;
+-- amcheck: each index holds exactly the heap's (matching) rows
+SELECT c.relname, bt_index_check(c.oid, heapallindexed => true)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'txoutbox.messages'::regclass
+ ORDER BY c.relname;
+-- the partial indexes are used and agree with the table
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT count(*) AS claimable FROM txoutbox.messages
+ WHERE status = ANY (ARRAY['pending', 'retrying', 'processing']) AND available_at <= now() + interval '1 hour';
+SELECT count(*) AS keyed FROM txoutbox.messages
+ WHERE message_key = 'k0' AND topic IN ('bulk.0', 'bulk.1', 'bulk.2')
+   AND status = ANY (ARRAY['pending', 'processing', 'retrying', 'failed']);
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+
+-- the returned row is the stored row (read by the next statement: a row
+-- inserted by a statement is not visible to that statement, as for INSERT)
+SELECT (e).id AS returned_id, (e).topic, (e).payload, (e).status, (e).attempt_count,
+       (e).max_attempts, (e).headers, (e).created_at = (e).updated_at AS same_stamps
+  FROM (SELECT txoutbox.enqueue('returned', '{"a": 1}', max_attempts => 4,
+                                headers => '{"h": "v"}') AS e) s \gset
+SELECT :'topic' AS topic, :'payload' AS payload, :'status' AS status, :'same_stamps' AS same_stamps;
+SELECT m.topic, m.payload, m.status, m.attempt_count, m.max_attempts, m.headers,
+       m.available_at = m.created_at AS available_now
+  FROM txoutbox.messages m WHERE m.id = :'returned_id';
+
+-- a big payload is toasted, and comes back whole
+SELECT (txoutbox.enqueue('big', jsonb_build_object('blob', repeat('xyz', 400000)))).id AS big_id \gset
+SELECT length(payload ->> 'blob') AS stored_length,
+       pg_column_size(payload) < length(payload ->> 'blob') AS compressed_or_toasted
+  FROM txoutbox.messages WHERE id = :'big_id';
+-- a payload passed straight from another table's toasted column
+CREATE TABLE big_source (doc jsonb);
+ALTER TABLE big_source ALTER COLUMN doc SET STORAGE EXTERNAL;
+INSERT INTO big_source SELECT jsonb_build_object('blob', repeat('abc', 100000));
+SELECT (txoutbox.enqueue('big.source', doc)).id AS source_id FROM big_source \gset
+SELECT m.payload = b.doc AS same_payload, length(m.payload ->> 'blob') AS stored_length
+  FROM big_source b, txoutbox.messages m WHERE m.id = :'source_id';
+DROP TABLE big_source;
+
+-- a constraint added between two calls of one expression is checked for
+-- the later calls (the check says so as it runs)
+CREATE FUNCTION noting(t text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'checked %', t;
+    RETURN t <> 'forbidden';
+END
+$$;
+DO $$
+BEGIN
+    FOR i IN 1..3 LOOP
+        IF i = 2 THEN
+            ALTER TABLE txoutbox.messages ADD CONSTRAINT noted CHECK (public.noting(topic)) NOT VALID;
+        END IF;
+        PERFORM txoutbox.enqueue('noted.' || i, '{}');
+    END LOOP;
+END
+$$;
+\set VERBOSITY terse
+SELECT txoutbox.enqueue('forbidden', '{}');
+\set VERBOSITY default
+ALTER TABLE txoutbox.messages DROP CONSTRAINT noted;
+DROP FUNCTION noting(text);
+SELECT array_agg(topic ORDER BY id) AS noted FROM txoutbox.messages WHERE topic LIKE 'noted.%';
+
+-- an index created between two calls gets the later rows
+DO $$
+BEGIN
+    FOR i IN 1..3 LOOP
+        IF i = 2 THEN
+            CREATE INDEX messages_corr_idx ON txoutbox.messages (correlation_id)
+                WHERE correlation_id IS NOT NULL;
+        END IF;
+        PERFORM txoutbox.enqueue('indexed', '{}', correlation_id => 'c' || i);
+    END LOOP;
+END
+$$;
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT array_agg(correlation_id ORDER BY correlation_id) AS via_index
+  FROM txoutbox.messages WHERE correlation_id IN ('c1', 'c2', 'c3');
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+SELECT bt_index_check('txoutbox.messages_corr_idx', heapallindexed => true);
+DROP INDEX txoutbox.messages_corr_idx;
+
+-- a unique index is enforced, and the failed statement leaves nothing
+CREATE UNIQUE INDEX messages_corr_unique ON txoutbox.messages (correlation_id);
+SELECT txoutbox.enqueue('dup', '{}', correlation_id => 'same') FROM generate_series(1, 2);
+SELECT count(*) AS dups FROM txoutbox.messages WHERE topic = 'dup';
+
+-- a subtransaction that fails after an enqueue rolls it back; the next
+-- calls of the same expression still work
+DO $$
+BEGIN
+    FOR i IN 1..4 LOOP
+        BEGIN
+            PERFORM txoutbox.enqueue('sub', jsonb_build_object('i', i));
+            IF i % 2 = 0 THEN
+                RAISE EXCEPTION 'undo %', i;
+            END IF;
+        EXCEPTION WHEN raise_exception THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$;
+SELECT array_agg((payload ->> 'i')::int ORDER BY id) AS kept FROM txoutbox.messages WHERE topic = 'sub';
+
+-- a trigger on the table fires (enqueue then runs a real INSERT)
+CREATE TABLE seen_topics (topic text);
+CREATE FUNCTION note_topic() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.seen_topics VALUES (NEW.topic);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER note_topic AFTER INSERT ON txoutbox.messages
+    FOR EACH ROW EXECUTE FUNCTION note_topic();
+SELECT (txoutbox.enqueue('with.trigger', '{}')).status;
+SELECT topic FROM seen_topics;
+DROP TRIGGER note_topic ON txoutbox.messages;
+SELECT (txoutbox.enqueue('without.trigger', '{}')).status;
+SELECT topic FROM seen_topics;
+DROP TABLE seen_topics;
+DROP FUNCTION note_topic();
+
+-- a read-only transaction refuses it, as it would an INSERT
+BEGIN TRANSACTION READ ONLY;
+SELECT txoutbox.enqueue('read.only', '{}');
+ROLLBACK;
+
+-- everything above left the indexes consistent
+SELECT c.relname, bt_index_check(c.oid, heapallindexed => true)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'txoutbox.messages'::regclass
+ ORDER BY c.relname;
+DROP INDEX txoutbox.messages_corr_unique;
+TRUNCATE txoutbox.messages;
