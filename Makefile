@@ -8,6 +8,7 @@ OBJS = \
 	src/message_insert.o \
 	src/routes.o \
 	src/dispatch.o \
+	src/low_water.o \
 	src/worker.o \
 	src/publisher.o \
 	src/publish_notify.o \

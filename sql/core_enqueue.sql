@@ -20,13 +20,14 @@ SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull
  WHERE attrelid = 'txoutbox.messages'::regclass AND attnum > 0 AND NOT attisdropped
  ORDER BY attnum;
 
--- Minimal call: defaults everywhere.  available_at, created_at and
--- updated_at are the transaction's now(); max_attempts is txoutbox.max_attempts.
+-- Minimal call: defaults everywhere.  created_at and updated_at are the
+-- transaction's now(), available_at the time of the insert (not earlier);
+-- max_attempts is txoutbox.max_attempts.
 SHOW txoutbox.max_attempts;
 SELECT topic, payload, message_key, headers, correlation_id, tenant_id, org_id,
        status, attempt_count, max_attempts, last_error, locked_at, locked_by,
        published_at,
-       available_at = now() AS available_now,
+       available_at BETWEEN now() AND clock_timestamp() AS available_now,
        created_at = now() AS created_now,
        updated_at = now() AS updated_now
   FROM txoutbox.enqueue('orders.created', '{"order": 1}');

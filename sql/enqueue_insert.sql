@@ -44,7 +44,7 @@ SELECT (e).id AS returned_id, (e).topic, (e).payload, (e).status, (e).attempt_co
                                 headers => '{"h": "v"}') AS e) s \gset
 SELECT :'topic' AS topic, :'payload' AS payload, :'status' AS status, :'same_stamps' AS same_stamps;
 SELECT m.topic, m.payload, m.status, m.attempt_count, m.max_attempts, m.headers,
-       m.available_at = m.created_at AS available_now
+       m.available_at BETWEEN m.created_at AND clock_timestamp() AS available_now
   FROM txoutbox.messages m WHERE m.id = :'returned_id';
 
 -- a big payload is toasted, and comes back whole

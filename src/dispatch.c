@@ -259,7 +259,16 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 	int			nok = 0,
 				nbad = 0,
 				i;
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now;
+
+	/* retries are due after the clock read once we have an xid (low_water.c) */
+	for (i = 0; i < b->n; i++)
+		if (b->items[i].outcome == PUBLISH_RETRY)
+		{
+			(void) GetCurrentTransactionId();
+			break;
+		}
+	now = GetCurrentTimestamp();
 
 	for (i = 0; i < b->n; i++)
 	{
@@ -395,6 +404,11 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		if (all_external)
 			req.max_messages = (int) Max(Min(room, req.max_messages), 1);
 	}
+
+	/* the worker's claims start at its low-water mark (low_water.c) */
+	req.scan_from = DT_NOBEGIN;
+	if (opts->own_transactions && routes.n > 0)
+		req.scan_from = low_water_mark(routes.exact, routes.prefixes);
 
 	n = routes.n > 0 ? outbox_lock_claimable(&req) : 0;
 	counts->claimed = n;

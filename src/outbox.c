@@ -200,7 +200,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	pg_uuid_t	id;
 	int32		max_attempts = txoutbox_max_attempts;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	TimestampTz available_at = now;
+	TimestampTz available_at;
 	Datum		result;
 	const char *bound;
 	Datum		tenant = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
@@ -218,8 +218,6 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 				 errmsg("message_key must be at most %d bytes long", TXOUTBOX_MAX_KEY_BYTES)));
 	if (!PG_ARGISNULL(3))
 		check_headers(PG_GETARG_JSONB_P(3));
-	if (!PG_ARGISNULL(7))
-		available_at = required_finite_time(fcinfo, 7, "available_at");
 	if (!PG_ARGISNULL(8))
 	{
 		max_attempts = PG_GETARG_INT32(8);
@@ -239,6 +237,23 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied to enqueue for another tenant"),
 					 errdetail("This session is bound to tenant \"%s\".", bound)));
+	}
+
+	/*
+	 * Available from the time of this insert, read once the transaction has
+	 * its xid: a dispatcher's low-water mark (dispatch.c) is never later
+	 * than that.  An explicit time in the past makes it rescan.
+	 */
+	if (!XactReadOnly)			/* else the insert says why it can't */
+		(void) GetCurrentTransactionId();
+	available_at = GetCurrentTimestamp();
+	if (!PG_ARGISNULL(7))
+	{
+		TimestampTz given = required_finite_time(fcinfo, 7, "available_at");
+
+		if (given < available_at)
+			txoutbox_rescan_at_commit();
+		available_at = given;
 	}
 
 	uuidv7_generate(&id);
@@ -299,7 +314,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * The claimable messages, oldest available_at first, locked FOR UPDATE SKIP
  * LOCKED (shared by both ways of claiming below).  $1 consumer, $2 limit,
  * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
- * $8 tenant.  Routes with "ordered": true only give out the oldest
+ * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from).  Routes with "ordered": true only give out the oldest
  * unfinished message of a key, and none while a later one is processing (a
  * replayed message waits).  An expired lease with no attempts left (by the
  * route's "max_attempts" if it sets one) fails the message instead.
@@ -323,7 +338,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"              THEN coalesce(r.max_attempts[txoutbox._route_index(m.topic, r.patterns)], m.max_attempts)" \
 	"              ELSE m.max_attempts END AS max_att) a" \
 	"   WHERE m.status = ANY (" UNFINISHED ")" \
-	"     AND m.available_at <= $5" \
+	"     AND m.available_at <= $5 AND m.available_at >= $9" \
 	"     AND ($3::text IS NULL OR m.topic = $3)" \
 	"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))" \
 	"     AND ($8::text IS NULL OR m.tenant_id = $8)" \
@@ -351,11 +366,13 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"   WHERE m.id = c.id AND c.exhausted" \
 	")"
 
+#define CLAIM_NARGS 9
+
 /* Fill the parameters of CANDIDATES_CTE from req. */
 static void
 claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 {
-	memset(nulls, ' ', 8);
+	memset(nulls, ' ', CLAIM_NARGS);
 	values[0] = CStringGetTextDatum(req->consumer);
 	values[1] = Int32GetDatum(req->max_messages);
 	values[2] = req->topic ? CStringGetTextDatum(req->topic) : (Datum) 0;
@@ -368,10 +385,11 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	nulls[6] = req->route_prefixes ? ' ' : 'n';
 	values[7] = req->tenant ? CStringGetTextDatum(req->tenant) : (Datum) 0;
 	nulls[7] = req->tenant ? ' ' : 'n';
+	values[8] = TimestampTzGetDatum(req->scan_from);
 }
 
-static Oid	claim_argtypes[8] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
+TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
 
 /*
  * Run a claim statement with the plan it is written for: a walk of
@@ -409,8 +427,8 @@ int
 outbox_claim(const ClaimRequest *req)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[CLAIM_NARGS];
+	char		nulls[CLAIM_NARGS];
 
 	claim_parameters(req, values, nulls);
 	cached_plan(&plan,
@@ -423,7 +441,7 @@ outbox_claim(const ClaimRequest *req)
 				"   WHERE m.id = c.id AND NOT c.exhausted"
 				"  RETURNING m.*, c.due"
 				") SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY due, id",
-				8, claim_argtypes);
+				CLAIM_NARGS, claim_argtypes);
 	return run_claim_plan(plan, values, nulls);
 }
 
@@ -439,14 +457,14 @@ int
 outbox_lock_claimable(const ClaimRequest *req)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[CLAIM_NARGS];
+	char		nulls[CLAIM_NARGS];
 
 	claim_parameters(req, values, nulls);
 	cached_plan(&plan,
 				CANDIDATES_CTE("m.*")
 				" SELECT " MESSAGE_COLUMNS " FROM candidates WHERE NOT exhausted ORDER BY due, id",
-				8, claim_argtypes);
+				CLAIM_NARGS, claim_argtypes);
 	return run_claim_plan(plan, values, nulls);
 }
 
@@ -513,6 +531,10 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("lock_until must be later than as_of")));
 	}
+
+	req.scan_from = DT_NOBEGIN;
+	if (req.lock_until < GetCurrentTimestamp())
+		txoutbox_rescan_at_commit();	/* its leases are over already */
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -660,7 +682,13 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(2))
 		nulls[2] = 'n';
 	else
-		values[2] = TimestampTzGetDatum(required_finite_time(fcinfo, 2, "next_attempt_at"));
+	{
+		TimestampTz next_attempt_at = required_finite_time(fcinfo, 2, "next_attempt_at");
+
+		values[2] = TimestampTzGetDatum(next_attempt_at);
+		if (next_attempt_at < GetCurrentTimestamp())
+			txoutbox_rescan_at_commit();
+	}
 	values[3] = TimestampTzGetDatum(required_finite_time(fcinfo, 3, "failed_at"));
 	values[4] = PG_GETARG_DATUM(4);
 	nulls[4] = consumer ? ' ' : 'n';
@@ -684,7 +712,9 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 
 /*
  * A transition of one failed message given by id (argument 0), which wakes
- * the dispatchers at commit: replay() and skip().
+ * the dispatchers at commit: replay() and skip().  A replayed message is
+ * available from the start of this transaction, maybe behind the
+ * dispatchers' low-water marks: they rescan.
  */
 static Datum
 failed_message_transition(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char *sql,
@@ -699,7 +729,7 @@ failed_message_transition(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char 
 		null_argument("id");
 	values[0] = PG_GETARG_DATUM(0);
 	result = transition_one(plan, sql, 1, argtypes, values, NULL, action, "failed", NULL);
-	txoutbox_wake_at_commit();
+	txoutbox_rescan_at_commit();
 	return result;
 }
 
@@ -843,6 +873,38 @@ outbox_purge_batch(TimestampTz cutoff, int limit)
 				"   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))",
 				3, argtypes);
 	return run_plan(plan, values, NULL, SPI_OK_DELETE);
+}
+
+/*
+ * The earliest available_at, from "from" on, of an unfinished message the
+ * dispatcher could claim (whatever its status or lock), or DT_NOEND.
+ * Caller is connected to SPI.
+ */
+TimestampTz
+outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixes)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[3] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	values[0] = TimestampTzGetDatum(from);
+	values[1] = route_exact;
+	nulls[1] = route_exact ? ' ' : 'n';
+	values[2] = route_prefixes;
+	nulls[2] = route_prefixes ? ' ' : 'n';
+	cached_plan(&plan,
+				"SELECT available_at FROM txoutbox.messages m"
+				" WHERE m.status = ANY (" UNFINISHED ") AND m.available_at >= $1"
+				"   AND ($2::text[] IS NULL OR m.topic = ANY ($2) OR m.topic ^@ ANY ($3))"
+				" ORDER BY m.available_at, m.id LIMIT 1",
+				3, argtypes);
+	if (run_plan(plan, values, nulls, SPI_OK_SELECT) == 0)
+		return DT_NOEND;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetTimestampTz(d);
 }
 
 /*

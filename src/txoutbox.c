@@ -13,7 +13,10 @@
  * callback is registered once per backend (the first time the flag is set),
  * and on commit sets every dispatcher's latch; on abort it only clears the
  * flag, so a rollback wakes nobody.  A latch set while a dispatcher is busy
- * stays set, so no wake-up is lost.
+ * stays set, so no wake-up is lost.  A commit that made a message claimable
+ * earlier than the time it was written (a replay, a past available_at) also
+ * bumps rescan_generation, so that the dispatchers look behind their
+ * low-water mark (dispatch.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -51,6 +54,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static bool wake_pending = false;
+static bool rescan_pending = false;
 static bool xact_callback_registered = false;
 
 void		_PG_init(void);
@@ -172,6 +176,7 @@ txoutbox_shmem_startup(void)
 	{
 		memset(txoutbox_shared, 0, sizeof(TxoutboxShared));
 		txoutbox_shared->lock = &(GetNamedLWLockTranche("txoutbox"))->lock;
+		pg_atomic_init_u64(&txoutbox_shared->rescan_generation, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -211,6 +216,18 @@ txoutbox_wake_at_commit(void)
 	wake_pending = true;
 }
 
+/*
+ * Ask for a wake-up at commit that also makes the dispatchers rescan from
+ * the start of the claim order: this transaction made a message claimable
+ * at a time earlier than now.
+ */
+void
+txoutbox_rescan_at_commit(void)
+{
+	txoutbox_wake_at_commit();
+	rescan_pending = true;
+}
+
 /* Set the latch of every running dispatcher. */
 void
 txoutbox_wake_workers(void)
@@ -239,13 +256,17 @@ txoutbox_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			if (rescan_pending && txoutbox_shared != NULL)
+				pg_atomic_fetch_add_u64(&txoutbox_shared->rescan_generation, 1);
 			wake_pending = false;
+			rescan_pending = false;
 			txoutbox_wake_workers();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_pending = false;
+			rescan_pending = false;
 			break;
 		default:
 			break;

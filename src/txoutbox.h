@@ -15,6 +15,7 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/uuid.h"
@@ -71,6 +72,12 @@ typedef struct TxoutboxShared
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	WorkerSlot	workers[TXOUTBOX_MAX_WORKERS];
+
+	/*
+	 * Bumped by each commit that made a message claimable earlier than the
+	 * time it was written (see dispatch.c, "low-water mark").
+	 */
+	pg_atomic_uint64 rescan_generation;
 } TxoutboxShared;
 
 extern TxoutboxShared *txoutbox_shared;
@@ -80,12 +87,16 @@ extern bool txoutbox_preloaded;
 extern void txoutbox_require_preload(void);
 extern const char *txoutbox_bound_tenant(void);
 extern void txoutbox_wake_at_commit(void);
+extern void txoutbox_rescan_at_commit(void);
 extern void txoutbox_wake_workers(void);
 
 /* uuidv7.c */
 extern void uuidv7_generate(pg_uuid_t *uuid);
 extern void uuidv7_floor(TimestampTz ts, pg_uuid_t *uuid);
 extern void uuid_to_cstring(const pg_uuid_t *uuid, char *out);	/* 37 bytes */
+
+/* low_water.c: where the dispatcher's claim scan may start */
+extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes);
 
 /* message_insert.c: enqueue()'s insert without a per-row executor */
 #define MESSAGE_NATTS 18		/* columns of txoutbox.messages */
@@ -102,6 +113,9 @@ typedef struct ClaimRequest
 	Datum		route_exact;	/* text[] of exact topics, or 0 for no filter */
 	Datum		route_prefixes; /* text[] of topic prefixes, or 0 */
 	const char *tenant;			/* only this tenant's messages, or NULL */
+	TimestampTz scan_from;		/* no claimable message is available before
+								 * this (the dispatcher's low-water mark), or
+								 * DT_NOBEGIN */
 } ClaimRequest;
 
 extern int	outbox_claim(const ClaimRequest *req);	/* rows in SPI_tuptable */
@@ -115,6 +129,8 @@ extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts
 									TimestampTz failed_at, bool by_lock);
 extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
 extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
+extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,
+										   Datum route_prefixes);
 extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);
 
 /* dispatch.c */

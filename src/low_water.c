@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ *
+ * low_water.c
+ *	  The dispatcher's low-water mark: a time before which no message it
+ *	  could claim is available, so that its claim scan starts there.
+ *
+ * Why: every claim walks messages_claim_idx in available_at order.  Entries
+ * of messages that finished stay in that index until VACUUM removes them,
+ * and while another session holds an old snapshot (an idle REPEATABLE READ
+ * transaction, a lagging replica) VACUUM cannot, nor can the scan mark them
+ * dead.  Without a mark each claim walks every message finished since that
+ * snapshot was taken: throughput falls as the run goes on.
+ *
+ * The mark is the least of:
+ *	- the first unfinished message, on the dispatcher's routes, that this
+ *	  round's snapshot sees (from the previous mark on: an incremental
+ *	  refresh walks only what finished since);
+ *	- the start of every transaction that holds an xid now (it may have
+ *	  enqueued, and commit later with an available_at from its start);
+ *	- the clock, read before those two.
+ * A message committed later cannot be available before the mark: enqueue()
+ * takes its available_at from the clock after its transaction has an xid,
+ * the dispatcher's retries are later than the clock, and every other way to
+ * make a message available at a time already past (replay(), an explicit
+ * available_at, mark_failed() or claim() from SQL with past times) bumps
+ * rescan_generation at commit, which makes the next refresh start from the
+ * beginning.  So do a change of routes, and, as a safety net for what
+ * nothing announces (two-phase commits, a clock stepping back, rows edited
+ * by hand), the passing of max(poll_interval, 10 x the last full refresh's
+ * duration).  The mark is only a hint of where to start: a message behind
+ * it is claimed after the next full refresh, never lost.
+ *
+ * Only the worker keeps a mark (state is per process); dispatch() in a
+ * session, claim() and repeatable-read workers scan from the start.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "utils/backend_status.h"
+#include "utils/timestamp.h"
+
+#include "txoutbox.h"
+
+static struct
+{
+	TimestampTz mark;			/* 0: none yet */
+	uint64		rescan_seen;	/* rescan_generation at the last full refresh */
+	uint32		routes_hash;	/* the routes at the last full refresh */
+	TimestampTz last_full;
+	int64		full_cost_us;
+} low_water;
+
+/* The start of the oldest transaction in this database holding an xid. */
+static TimestampTz
+oldest_writer_start(void)
+{
+	TimestampTz oldest = DT_NOEND;
+	int			n = pgstat_fetch_stat_numbackends();
+
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+
+		if (l == NULL || !TransactionIdIsValid(l->backend_xid) ||
+			l->backendStatus.st_procpid == MyProcPid ||
+			l->backendStatus.st_databaseid != MyDatabaseId)
+			continue;
+		if (l->backendStatus.st_xact_start_timestamp == 0)
+			return DT_NOBEGIN;	/* unknown (track_activities off) */
+		oldest = Min(oldest, l->backendStatus.st_xact_start_timestamp);
+	}
+	return oldest;
+}
+
+static uint32
+hash_text_array(Datum a)
+{
+	if (a == (Datum) 0)
+		return 0;
+	return hash_bytes((const unsigned char *) VARDATA_ANY(DatumGetPointer(a)),
+					  VARSIZE_ANY_EXHDR(DatumGetPointer(a)));
+}
+
+/*
+ * The claim scan's start for this round (see the file header): DT_NOBEGIN
+ * or a mark.  Call at the start of the round's transaction, connected to
+ * SPI, before its claim; route_exact/route_prefixes as for the claim.
+ */
+TimestampTz
+low_water_mark(Datum route_exact, Datum route_prefixes)
+{
+	TimestampTz clock;
+	TimestampTz writers;
+	TimestampTz first;
+	uint64		generation;
+	uint32		routes_hash;
+	bool		full;
+
+	/* the snapshot of a later statement must be newer than what we read */
+	if (IsolationUsesXactSnapshot())
+		return DT_NOBEGIN;
+
+	clock = GetCurrentTimestamp();
+	generation = pg_atomic_read_u64(&txoutbox_shared->rescan_generation);
+	routes_hash = hash_combine(hash_text_array(route_exact), hash_text_array(route_prefixes));
+	full = low_water.mark == 0 ||
+		generation != low_water.rescan_seen ||
+		routes_hash != low_water.routes_hash ||
+		clock - low_water.last_full >=
+		Max((int64) txoutbox_poll_interval_ms * 1000, 10 * low_water.full_cost_us);
+
+	writers = oldest_writer_start();
+	first = outbox_first_unfinished(full ? DT_NOBEGIN : low_water.mark,
+									route_exact, route_prefixes);
+	if (full)
+	{
+		low_water.rescan_seen = generation;
+		low_water.routes_hash = routes_hash;
+		low_water.last_full = clock;
+		low_water.full_cost_us = GetCurrentTimestamp() - clock;
+	}
+	low_water.mark = Min(clock, Min(writers, first));
+	return low_water.mark;
+}

@@ -1,0 +1,134 @@
+# The dispatcher's low-water mark (src/low_water.c): its claims start at a
+# time before which nothing it could claim is available.  Every way a
+# message can become available behind that mark must still get it
+# delivered promptly: an explicit past available_at, a replay, a retry time
+# in the past given by an external consumer, a transaction that enqueued
+# before the mark moved and commits after, a transaction that started
+# before the mark moved and enqueues after, a route added for old messages.
+# poll_interval is an hour, so the periodic full rescan (the safety net)
+# cannot be what delivers them: without each mechanism the message would
+# wait an hour and the test would time out.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use lib 'test/t';
+use TxoutboxTest;
+
+my $node = txoutbox_node('low_water', 'txoutbox.poll_interval' => "'1h'");
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION txoutbox;
+	CREATE TABLE delivered (topic text, id uuid);
+	CREATE TABLE failing (on_ boolean);
+	INSERT INTO failing VALUES (true);
+	CREATE FUNCTION deliver(m txoutbox.messages) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		IF m.topic = 'lw.flaky' AND (SELECT on_ FROM public.failing) THEN
+			RAISE EXCEPTION 'flaky is failing';
+		END IF;
+		INSERT INTO public.delivered VALUES (m.topic, m.id);
+	END
+	$$;
+	SELECT txoutbox.add_route('lw.*', 'function', '{"function": "public.deliver"}');
+});
+wait_for_workers($node, 1);
+
+my $ticks = 0;
+
+# A round runs and finds nothing left: the worker's mark moves to its clock.
+sub advance
+{
+	$ticks++;
+	my $id = $node->safe_psql('postgres', qq{SELECT id FROM txoutbox.enqueue('lw.tick', '{"n": $ticks}')});
+	$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM delivered WHERE id = '$id'")
+	  or die "tick $ticks was not delivered";
+	$node->safe_psql('postgres', 'SELECT pg_sleep(0.05)');
+}
+
+sub delivered
+{
+	my ($topic, $what) = @_;
+	ok( $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM delivered WHERE topic = '$topic'"),
+		$what);
+}
+
+advance() for 1 .. 3;
+pass('ticks flow');
+
+# an explicit available_at in the past
+advance();
+$node->safe_psql('postgres', q{SELECT txoutbox.enqueue('lw.past', '{}', available_at => now() - interval '1 hour')});
+delivered('lw.past', 'a message enqueued with a past available_at is delivered');
+
+# a replay makes a failed message available from the start of its
+# transaction, which began before the mark moved
+my $writer = $node->background_psql('postgres');
+my $flaky = $node->safe_psql('postgres', q{SELECT id FROM txoutbox.enqueue('lw.flaky', '{}', max_attempts => 1)});
+$node->poll_query_until('postgres', "SELECT status = 'failed' FROM txoutbox.messages WHERE id = '$flaky'")
+  or die 'flaky did not fail';
+$node->safe_psql('postgres', 'UPDATE failing SET on_ = false');
+$writer->query_safe('BEGIN; SELECT 1;');
+advance();
+$writer->query_safe("SELECT count(*) FROM txoutbox.replay('$flaky'); COMMIT;");
+delivered('lw.flaky', 'a replayed message is delivered');
+
+# an external consumer's mark_failed with a retry time in the past
+my $ext = (split /\n/, $node->safe_psql('postgres', q{
+	BEGIN;
+	SELECT count(*) FROM txoutbox.enqueue('lw.external', '{}');
+	SELECT id FROM txoutbox.claim('external', topic => 'lw.external', as_of => clock_timestamp());
+	COMMIT;
+}))[-1];
+advance();
+is($node->safe_psql('postgres', "SELECT status FROM txoutbox.messages WHERE id = '$ext'"),
+	'processing', 'the external consumer holds its lease');
+$node->safe_psql('postgres',
+	"SELECT txoutbox.mark_failed('$ext', 'try again', next_attempt_at => now() - interval '1 hour', consumer => 'external')"
+);
+delivered('lw.external', 'a message retried with a past time by mark_failed() is delivered');
+
+# a transaction that enqueued before the mark moved, and commits after
+$writer->query_safe(q{BEGIN; SELECT txoutbox.enqueue('lw.long', '{}');});
+advance() for 1 .. 3;
+is($node->safe_psql('postgres', "SELECT count(*) FROM delivered WHERE topic = 'lw.long'"), '0',
+	'an uncommitted message is not delivered');
+$writer->query_safe('COMMIT');
+delivered('lw.long', 'a message committed long after it was enqueued is delivered');
+
+# a transaction that started before the mark moved, and enqueues after
+$writer->query_safe(q{BEGIN; SELECT 1;});
+advance() for 1 .. 3;
+$writer->query_safe(q{SELECT txoutbox.enqueue('lw.late', '{}'); COMMIT;});
+delivered('lw.late', 'a message enqueued late in an old transaction is delivered');
+$writer->quit;
+
+# a route added for messages that waited without one
+$node->safe_psql('postgres', q{SELECT txoutbox.enqueue('other.topic', '{}')});
+advance() for 1 .. 2;
+$node->safe_psql('postgres',
+	q{SELECT txoutbox.add_route('other.topic', 'function', '{"function": "public.deliver"}')});
+delivered('other.topic', 'old messages of a newly routed topic are delivered');
+
+# with a snapshot pinned, batches still flow, each message once
+my $pin = $node->background_psql('postgres');
+$pin->query_safe(q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM txoutbox.messages;});
+for my $b (1 .. 3)
+{
+	$node->safe_psql('postgres',
+		"SELECT count(txoutbox.enqueue('lw.batch', jsonb_build_object('b', $b, 'i', i))) FROM generate_series(1, 500) i");
+	advance();
+}
+ok( $node->poll_query_until('postgres', "SELECT count(*) = 1500 FROM delivered WHERE topic = 'lw.batch'"),
+	'1,500 messages delivered under a pinned snapshot');
+is($node->safe_psql('postgres', "SELECT count(DISTINCT id) FROM delivered WHERE topic = 'lw.batch'"),
+	'1500', 'each once');
+$pin->query_safe('COMMIT');
+$pin->quit;
+
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM txoutbox.messages WHERE status <> 'succeeded'"),
+	'0', 'nothing is left behind');
+check_server_log($node);
+$node->stop;
+done_testing();
