@@ -256,6 +256,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 	bool	   *next_null = palloc(sizeof(bool) * Max(b->n, 1));
 	Datum	   *max_att = palloc(sizeof(Datum) * Max(b->n, 1));
 	bool	   *max_null = palloc(sizeof(bool) * Max(b->n, 1));
+	Datum	   *not_sent = palloc(sizeof(Datum) * Max(b->n, 1));
 	int			nok = 0,
 				nbad = 0,
 				i;
@@ -286,6 +287,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		max_null[nbad] = (policy == NULL || policy->max_attempts <= 0);
 		max_att[nbad] = Int32GetDatum(max_null[nbad] ? 0 : policy->max_attempts);
 		reasons[nbad] = CStringGetTextDatum(it->error ? it->error : "unknown error");
+		not_sent[nbad] = BoolGetDatum(it->not_sent && it->outcome == PUBLISH_RETRY);
 		next_null[nbad] = (it->outcome == PUBLISH_FAILED);
 		if (!next_null[nbad])
 		{
@@ -327,6 +329,7 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 																			 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
 										  PointerGetDatum(construct_md_array(max_att, max_null, 1, dims, lbs,
 																			 INT4OID, 4, true, TYPALIGN_INT)),
+										  PointerGetDatum(construct_array(not_sent, nbad, BOOLOID, 1, true, TYPALIGN_CHAR)),
 										  opts->consumer, now, by_lock);
 		counts->retried += retried;
 		counts->failed += (int) SPI_processed - retried;
@@ -422,6 +425,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 		items[i].msg = copy_message(i, rowdesc, &req, round_cxt);
 		items[i].route = routes_match(&routes, items[i].msg->topic);
 		items[i].retry_after_ms = -1;
+		items[i].not_sent = false;
 	}
 	for (i = 0; i < n; i++)
 	{

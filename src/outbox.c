@@ -800,19 +800,22 @@ outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz publishe
 
 /*
  * Dispatcher: record failures (parallel arrays uuid[], text[], timestamptz[],
- * int[]; a NULL next attempt fails the message at once; a non-NULL max
- * attempts is the route's, overriding the message's).  by_lock as for
- * outbox_mark_succeeded_many.  Returns how many went to
- * retrying; SPI_processed minus that failed.  Caller is connected to SPI.
+ * int[], bool[]; a NULL next attempt fails the message at once; a non-NULL
+ * max attempts is the route's, overriding the message's; not_sent: the
+ * leased message was never sent, so the attempt its lease counted is given
+ * back).  by_lock as for outbox_mark_succeeded_many.  Returns how many went
+ * to retrying (or back to pending); SPI_processed minus that failed.  Caller
+ * is connected to SPI.
  */
 int
 outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max_attempts,
-						const char *consumer, TimestampTz failed_at, bool by_lock)
+						Datum not_sent, const char *consumer, TimestampTz failed_at,
+						bool by_lock)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[7] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, INT4OID};
-	Datum		values[7];
+	static Oid	argtypes[8] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, INT4OID, BOOLARRAYOID};
+	Datum		values[8];
 	uint64		i;
 	int			retried = 0;
 
@@ -823,21 +826,24 @@ outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max
 	values[4] = TimestampTzGetDatum(failed_at);
 	values[5] = max_attempts;
 	values[6] = Int32GetDatum(by_lock ? 1 : 0);
+	values[7] = not_sent;
+#define ATTEMPTS "(m.attempt_count + $7 - f.not_sent::int)"
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages m"
-				"   SET status = CASE WHEN f.next_at IS NOT NULL"
-				"                      AND m.attempt_count + $7 < coalesce(f.max_attempts, m.max_attempts)"
-				"                     THEN 'retrying' ELSE 'failed' END,"
+				"   SET status = CASE WHEN f.next_at IS NULL OR " ATTEMPTS " >= coalesce(f.max_attempts, m.max_attempts)"
+				"                     THEN 'failed'"
+				"                     WHEN " ATTEMPTS " = 0 THEN 'pending' ELSE 'retrying' END,"
 				"       available_at = CASE WHEN f.next_at IS NOT NULL"
-				"                           AND m.attempt_count + $7 < coalesce(f.max_attempts, m.max_attempts)"
+				"                           AND " ATTEMPTS " < coalesce(f.max_attempts, m.max_attempts)"
 				"                           THEN f.next_at ELSE m.available_at END,"
-				"       attempt_count = m.attempt_count + $7,"
+				"       attempt_count = " ATTEMPTS ","
 				"       last_error = f.reason, locked_by = NULL, locked_at = NULL, updated_at = $5"
-				"  FROM unnest($1, $2, $3, $6) AS f(id, reason, next_at, max_attempts)"
+				"  FROM unnest($1, $2, $3, $6, $8) AS f(id, reason, next_at, max_attempts, not_sent)"
 				" WHERE m.id = f.id"
 				"   AND ($7 = 1 OR (m.status = 'processing' AND m.locked_by = $4))"
-				" RETURNING m.status = 'retrying'",
-				7, argtypes);
+				" RETURNING m.status <> 'failed'",
+				8, argtypes);
+#undef ATTEMPTS
 	run_plan(plan, values, NULL, SPI_OK_UPDATE_RETURNING);
 	for (i = 0; i < SPI_processed; i++)
 	{

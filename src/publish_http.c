@@ -1145,6 +1145,7 @@ send_waiting(void)
 								  "not sent: the claim's lease (txoutbox.lock_timeout) would end before "
 								  "the request could; %d requests were ahead of it", running.n + waiting.n);
 			r->item.retry_after_ms = 0;
+			r->item.not_sent = true;
 			list_push(&done, r);
 		}
 		else if (send_request(r, timeout))
@@ -1326,6 +1327,7 @@ http_publish(PublishItem *items, int n)
 		items[i].outcome = r->item.outcome;
 		items[i].error = r->item.error ? pstrdup(r->item.error) : NULL;
 		items[i].retry_after_ms = r->item.retry_after_ms;
+		items[i].not_sent = r->item.not_sent;
 		list_remove(&done, r);
 		free_request(r);
 	}

@@ -94,6 +94,8 @@ typedef struct PublishItem
 	PublishOutcome outcome;
 	char	   *error;			/* for RETRY and FAILED: goes to last_error */
 	int64		retry_after_ms; /* < 0: use the backoff */
+	bool		not_sent;		/* RETRY without an attempt: the one its lease
+								 * counted is given back */
 } PublishItem;
 
 typedef struct Publisher

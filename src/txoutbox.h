@@ -125,8 +125,9 @@ extern void outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of
 extern int	outbox_mark_succeeded_many(Datum ids, const char *consumer,
 									   TimestampTz published_at, bool by_lock);
 extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
-									Datum max_attempts, const char *consumer,
-									TimestampTz failed_at, bool by_lock);
+									Datum max_attempts, Datum not_sent,
+									const char *consumer, TimestampTz failed_at,
+									bool by_lock);
 extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
 extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
 extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,

@@ -358,9 +358,12 @@ release_own_leases(const char *consumer)
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "txoutbox: could not release leases");
 	if (SPI_processed > 0)
+	{
 		ereport(LOG,
 				(errmsg("txoutbox: %s took back %llu message(s) claimed before it restarted",
 						consumer, (unsigned long long) SPI_processed)));
+		txoutbox_rescan_at_commit();	/* available from now (low_water.c) */
+	}
 	worker_xact_commit(cxt);
 }
 

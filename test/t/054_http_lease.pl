@@ -78,6 +78,14 @@ for my $id (keys %spans)
 	}
 }
 is($overlaps, 0, 'no message had two requests in flight at once');
+my %sent;
+$sent{ header($_, 'webhook-id') }++ for grep { $_->{event} eq 'request' } @ev;
+my @miscounted = grep {
+	my ($id, $n) = split /\|/;
+	($sent{$id} // 0) != $n
+} split /\n/, $node->safe_psql('postgres', 'SELECT id, attempt_count FROM txoutbox.messages');
+is_deeply(\@miscounted, [],
+	'each message counted one attempt per request sent (none for a request held back)');
 is(scalar(keys %spans), 4, 'all four messages were sent');
 cmp_ok($node->safe_psql('postgres', "SELECT count(*) FROM txoutbox.messages WHERE status = 'succeeded'"),
 	'>=', 1, 'some succeeded');
