@@ -921,28 +921,7 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 TimestampTz
 outbox_next_due(Datum route_exact, Datum route_prefixes)
 {
-	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[3] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	bool		isnull;
-	Datum		d;
-
-	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
-	values[1] = route_exact;
-	nulls[1] = route_exact ? ' ' : 'n';
-	values[2] = route_prefixes;
-	nulls[2] = route_prefixes ? ' ' : 'n';
-	cached_plan(&plan,
-				"SELECT available_at FROM txoutbox.messages m"
-				" WHERE m.status = ANY (" UNFINISHED ") AND m.available_at > $1"
-				"   AND ($2::text[] IS NULL OR m.topic = ANY ($2) OR m.topic ^@ ANY ($3))"
-				" ORDER BY m.available_at, m.id LIMIT 1",
-				3, argtypes);
-	if (run_plan(plan, values, nulls, SPI_OK_SELECT) == 0)
-		return DT_NOEND;
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return DatumGetTimestampTz(d);
+	return outbox_first_unfinished(GetCurrentTimestamp() + 1, route_exact, route_prefixes);
 }
 
 /*
