@@ -411,7 +411,7 @@ dispatch_round(const DispatchOptions *opts, DispatchCounts *counts)
 	/* the worker's claims start at its low-water mark (low_water.c) */
 	req.scan_from = DT_NOBEGIN;
 	if (opts->own_transactions && routes.n > 0)
-		req.scan_from = low_water_mark(routes.exact, routes.prefixes);
+		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes);
 
 	n = routes.n > 0 ? outbox_lock_claimable(&req) : 0;
 	counts->claimed = n;

@@ -12,9 +12,10 @@
  * snapshot was taken: throughput falls as the run goes on.
  *
  * The mark is the least of:
- *	- the first unfinished message, on the dispatcher's routes, that this
- *	  round's snapshot sees (from the previous mark on: an incremental
- *	  refresh walks only what finished since);
+ *	- the first unfinished message on any enabled route (also one with no
+ *	  room this round: it will have later) that this round's snapshot
+ *	  sees, from the previous mark on (an incremental refresh walks only
+ *	  what finished since);
  *	- the start of every transaction that holds an xid now (it may have
  *	  enqueued, and commit later with an available_at from its start);
  *	- the clock, read before those two.
@@ -89,7 +90,7 @@ hash_text_array(Datum a)
 /*
  * The claim scan's start for this round (see the file header): DT_NOBEGIN
  * or a mark.  Call at the start of the round's transaction, connected to
- * SPI, before its claim; route_exact/route_prefixes as for the claim.
+ * SPI, before its claim; route_exact/route_prefixes: every enabled route.
  */
 TimestampTz
 low_water_mark(Datum route_exact, Datum route_prefixes)

@@ -142,8 +142,12 @@ typedef struct RouteSet
 {
 	int			n;
 	OutboxRoute *routes;
+	/* what a round may claim: the routes that have room now */
 	Datum		exact;			/* text[] of exact patterns */
 	Datum		prefixes;		/* text[] of the prefixes of prefix patterns */
+	/* the same for every enabled route */
+	Datum		all_exact;
+	Datum		all_prefixes;
 } RouteSet;
 
 /* routes.c */

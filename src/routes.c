@@ -207,8 +207,12 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	MemoryContext old;
 	char	  **exact;
 	char	  **prefixes;
+	char	  **all_exact;
+	char	  **all_prefixes;
 	int			nexact = 0;
 	int			nprefix = 0;
+	int			nall_exact = 0;
+	int			nall_prefix = 0;
 	uint64		i;
 
 	if (SPI_execute("SELECT id, topic_pattern, publisher, config FROM txoutbox.routes"
@@ -220,6 +224,8 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	set->routes = palloc0(sizeof(OutboxRoute) * Max(set->n, 1));
 	exact = palloc(sizeof(char *) * Max(set->n, 1));
 	prefixes = palloc(sizeof(char *) * Max(set->n, 1));
+	all_exact = palloc(sizeof(char *) * Max(set->n, 1));
+	all_prefixes = palloc(sizeof(char *) * Max(set->n, 1));
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -240,11 +246,15 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		r->prefix_len = r->is_prefix ? (int) len - 1 : 0;
 		r->publisher = publisher_lookup(publisher);
 
+		if (r->is_prefix)
+			all_prefixes[nall_prefix++] = pnstrdup(r->pattern, len - 1);
+		else
+			all_exact[nall_exact++] = r->pattern;
 		/* a route with all it may have in flight gets nothing more now */
 		if (r->publisher && r->publisher->capacity && r->publisher->capacity(r->id) == 0)
 			;
 		else if (r->is_prefix)
-			prefixes[nprefix++] = pnstrdup(r->pattern, len - 1);
+			prefixes[nprefix++] = all_prefixes[nall_prefix - 1];
 		else
 			exact[nexact++] = r->pattern;
 
@@ -263,6 +273,8 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	}
 	set->exact = text_array(exact, nexact);
 	set->prefixes = text_array(prefixes, nprefix);
+	set->all_exact = text_array(all_exact, nall_exact);
+	set->all_prefixes = text_array(all_prefixes, nall_prefix);
 	MemoryContextSwitchTo(old);
 }
 

@@ -15,8 +15,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use lib 'test/t';
 use TxoutboxTest;
+use HttpSink;
 
-my $node = txoutbox_node('low_water', 'txoutbox.poll_interval' => "'1h'");
+# a webhook endpoint that takes 1.5 s to answer
+my $sink = start_sink('sink');
+write_sink_config($sink->{config}, { '/slow' => { delay_ms => 1500 } });
+
+my $node = txoutbox_node('low_water', 'txoutbox.poll_interval' => "'1h'",
+	'txoutbox.http_max_concurrency' => '1');
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION txoutbox;
 	CREATE TABLE delivered (topic text, id uuid);
@@ -110,6 +116,20 @@ $node->safe_psql('postgres',
 	q{SELECT txoutbox.add_route('other.topic', 'function', '{"function": "public.deliver"}')});
 delivered('other.topic', 'old messages of a newly routed topic are delivered');
 
+# a route with no room this round (a webhook in flight, one at a time): its
+# messages enqueued meanwhile are behind the mark others move, and must
+# still go out when it has room again
+$node->safe_psql('postgres',
+	qq{SELECT txoutbox.add_route('hook', 'http', '{"url": "$sink->{url}/slow"}')});
+$node->safe_psql('postgres', q{SELECT txoutbox.enqueue('hook', '{"n": 1}')});
+ok(wait_until('the first webhook to be in flight', sub { scalar(sink_requests($sink, '/slow')) >= 1 }),
+	'the first webhook is in flight');
+$node->safe_psql('postgres', q{SELECT txoutbox.enqueue('hook', '{"n": 2}')});
+advance() for 1 .. 3;
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM txoutbox.messages WHERE topic = 'hook' AND status = 'succeeded'"),
+	'a message that waited for its route to have room is delivered');
+
 # with a snapshot pinned, batches still flow, each message once
 my $pin = $node->background_psql('postgres');
 $pin->query_safe(q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM txoutbox.messages;});
@@ -131,4 +151,5 @@ is($node->safe_psql('postgres',
 	'0', 'nothing is left behind');
 check_server_log($node);
 $node->stop;
+$sink->{handle}->kill_kill;
 done_testing();
