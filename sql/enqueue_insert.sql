@@ -148,6 +148,73 @@ SELECT topic FROM seen_topics;
 DROP TABLE seen_topics;
 DROP FUNCTION note_topic();
 
+-- a constraint that fails while it is being prepared (its immutable
+-- function raises when folded): the call fails, and the next calls in the
+-- same session check that constraint again, whole (the half-prepared
+-- constraints are not reused: they would let rows through unchecked)
+CREATE TABLE boom_switch (mode text);
+INSERT INTO boom_switch VALUES ('raise');
+CREATE FUNCTION boom() RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT mode FROM public.boom_switch) = 'raise' THEN
+        RAISE EXCEPTION 'boom while preparing the constraint';
+    END IF;
+    RETURN (SELECT mode FROM public.boom_switch) = 'pass';
+END
+$$;
+ALTER TABLE txoutbox.messages ADD CONSTRAINT boom CHECK (public.boom()) NOT VALID;
+DO $$
+DECLARE
+    r txoutbox.messages;
+BEGIN
+    BEGIN
+        r := txoutbox.enqueue('boom.1', '{}');
+    EXCEPTION WHEN raise_exception THEN
+        RAISE NOTICE 'first call: %', SQLERRM;
+    END;
+    UPDATE boom_switch SET mode = 'fail';
+    BEGIN
+        r := txoutbox.enqueue('boom.2', '{}');
+        RAISE NOTICE 'second call: stored, unchecked';
+    EXCEPTION WHEN check_violation THEN
+        RAISE NOTICE 'second call: %', SQLERRM;
+    END;
+    UPDATE boom_switch SET mode = 'pass';
+    r := txoutbox.enqueue('boom.3', '{}');
+    RAISE NOTICE 'third call: %', r.status;
+END
+$$;
+ALTER TABLE txoutbox.messages DROP CONSTRAINT boom;
+DROP FUNCTION boom();
+DROP TABLE boom_switch;
+SELECT array_agg(topic) AS boom FROM txoutbox.messages WHERE topic LIKE 'boom.%';
+
+-- tables the fast path would not fill exactly as INSERT does take the INSERT:
+-- a rule,
+CREATE TABLE ruled (topic text);
+CREATE RULE note_insert AS ON INSERT TO txoutbox.messages
+    DO ALSO INSERT INTO public.ruled VALUES (NEW.topic);
+SELECT (txoutbox.enqueue('with.rule', '{}')).status;
+DROP RULE note_insert ON txoutbox.messages;
+SELECT topic FROM ruled;
+DROP TABLE ruled;
+-- a default on a column enqueue leaves null,
+ALTER TABLE txoutbox.messages ALTER COLUMN locked_by SET DEFAULT 'nobody';
+SELECT (txoutbox.enqueue('with.default', '{}')).locked_by;
+ALTER TABLE txoutbox.messages ALTER COLUMN locked_by DROP DEFAULT;
+-- a column of another type,
+ALTER TABLE txoutbox.messages ALTER COLUMN org_id TYPE varchar(20);
+SELECT (txoutbox.enqueue('with.varchar', '{}', org_id => 'acme')).org_id;
+SELECT txoutbox.enqueue('with.varchar', '{}', org_id => repeat('x', 21));
+ALTER TABLE txoutbox.messages ALTER COLUMN org_id TYPE text;
+-- an index of another access method (GIN)
+CREATE INDEX messages_payload_gin ON txoutbox.messages USING gin (payload);
+SELECT (txoutbox.enqueue('with.gin', '{"gin": 1}')).status;
+SET enable_seqscan = off;
+SELECT topic FROM txoutbox.messages WHERE payload @> '{"gin": 1}';
+RESET enable_seqscan;
+DROP INDEX txoutbox.messages_payload_gin;
+
 -- a read-only transaction refuses it, as it would an INSERT
 BEGIN TRANSACTION READ ONLY;
 SELECT txoutbox.enqueue('read.only', '{}');

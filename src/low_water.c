@@ -28,8 +28,8 @@
  * beginning.  So do a change of routes, and, as a safety net for what
  * nothing announces (two-phase commits, a clock stepping back, rows edited
  * by hand), the passing of max(poll_interval, 10 x the last full refresh's
- * duration).  The mark is only a hint of where to start: a message behind
- * it is claimed after the next full refresh, never lost.
+ * duration, at most 10 s).  The mark is only a hint of where to start: a
+ * message behind it is claimed after the next full refresh, never lost.
  *
  * Only the worker keeps a mark (state is per process); dispatch() in a
  * session, claim() and repeatable-read workers scan from the start.
@@ -42,10 +42,14 @@
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/backend_status.h"
 #include "utils/timestamp.h"
 
 #include "txoutbox.h"
+
+/* the full-refresh period grows with its cost up to this (10 s) */
+#define FULL_REFRESH_MAX_US (10 * USECS_PER_SEC)
 
 static struct
 {
@@ -56,12 +60,18 @@ static struct
 	int64		full_cost_us;
 } low_water;
 
-/* The start of the oldest transaction in this database holding an xid. */
+/*
+ * The start of the oldest transaction in this database holding an xid, read
+ * now (not from a copy of the backends' status taken earlier).
+ */
 static TimestampTz
 oldest_writer_start(void)
 {
 	TimestampTz oldest = DT_NOEND;
-	int			n = pgstat_fetch_stat_numbackends();
+	int			n;
+
+	pgstat_clear_snapshot();
+	n = pgstat_fetch_stat_numbackends();
 
 	for (int i = 1; i <= n; i++)
 	{
@@ -113,7 +123,8 @@ low_water_mark(Datum route_exact, Datum route_prefixes)
 		generation != low_water.rescan_seen ||
 		routes_hash != low_water.routes_hash ||
 		clock - low_water.last_full >=
-		Max((int64) txoutbox_poll_interval_ms * 1000, 10 * low_water.full_cost_us);
+		Max((int64) txoutbox_poll_interval_ms * 1000,
+			Min(10 * low_water.full_cost_us, FULL_REFRESH_MAX_US));
 
 	writers = oldest_writer_start();
 	first = outbox_first_unfinished(full ? DT_NOBEGIN : low_water.mark,

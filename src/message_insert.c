@@ -8,20 +8,24 @@
  * constraints, building a projection) costs far more than the insert
  * itself when a statement enqueues many rows.  Here we keep what does not
  * change between calls, the prepared CHECK constraints and the indexes'
- * IndexInfo, in the calling expression's FmgrInfo (fn_extra), and each call
- * only opens the relation and its indexes (already locked, so cheap),
- * checks the constraints, inserts the heap tuple and its index entries, as
- * COPY FROM does.
+ * IndexInfo, in a per-backend cache, and each call only opens the relation
+ * and its indexes (already locked, so cheap), checks the constraints,
+ * inserts the heap tuple and its index entries, as COPY FROM does.
  *
  * Nothing kept across calls holds a resource: relations are opened and
  * closed in each call, the slot's tuple descriptor is a private copy.  The
- * cache is rebuilt when a relcache invalidation hits txoutbox.messages
- * (ALTER TABLE, CREATE INDEX, DROP EXTENSION) or the relation's OID changed.
+ * cache is rebuilt when a relcache invalidation hits txoutbox.messages or
+ * one of its indexes (ALTER TABLE, CREATE INDEX, DROP EXTENSION), when the
+ * relation's OID changed, and after a call that was cut short by an error
+ * (it may have left the constraints half prepared).
  *
  * The fast path is only taken when it does exactly what the INSERT would:
- * no triggers on the table, row level security not applying to the
- * function's owner, no generated columns and the expected column layout.
- * Otherwise message_insert() returns false and enqueue() runs the INSERT.
+ * a heap table with the expected columns and types, no triggers, no rules,
+ * no defaults on the columns we leave null, no generated columns, only
+ * btree and hash indexes (other index methods keep state that points into
+ * the relcache), and row level security not applying to the function's
+ * owner.  Otherwise message_insert() returns false and enqueue() runs the
+ * INSERT.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,7 +38,9 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -48,11 +54,20 @@
 #include "txoutbox.h"
 
 /* The columns of txoutbox.messages, in order (the SQL script's table). */
-static const char *const message_columns[MESSAGE_NATTS] = {
-	"id", "tenant_id", "org_id", "topic", "message_key", "payload", "headers",
-	"correlation_id", "status", "attempt_count", "max_attempts", "last_error",
-	"available_at", "locked_at", "locked_by", "published_at", "created_at",
-	"updated_at"
+static const struct
+{
+	const char *name;
+	Oid			type;
+	bool		null_by_us;		/* enqueue leaves it null: no default allowed */
+}			message_columns[MESSAGE_NATTS] = {
+	{"id", UUIDOID}, {"tenant_id", TEXTOID}, {"org_id", TEXTOID},
+	{"topic", TEXTOID}, {"message_key", TEXTOID}, {"payload", JSONBOID},
+	{"headers", JSONBOID}, {"correlation_id", TEXTOID}, {"status", TEXTOID},
+	{"attempt_count", INT4OID}, {"max_attempts", INT4OID},
+	{"last_error", TEXTOID, true}, {"available_at", TIMESTAMPTZOID},
+	{"locked_at", TIMESTAMPTZOID, true}, {"locked_by", TEXTOID, true},
+	{"published_at", TIMESTAMPTZOID, true}, {"created_at", TIMESTAMPTZOID},
+	{"updated_at", TIMESTAMPTZOID}
 };
 
 typedef struct InsertCache
@@ -68,16 +83,53 @@ typedef struct InsertCache
 	Oid		   *index_oids;
 } InsertCache;
 
-/* Bumped by any relcache invalidation of the cached relation (or of all). */
+static InsertCache *cache = NULL;	/* in TopMemoryContext */
+
+/* A call is between building the row and closing the relation. */
+static bool cache_in_use = false;
+
+/*
+ * Bumped by any relcache invalidation of the cached relation, of one of its
+ * indexes, or of everything.
+ */
 static uint64 relcache_generation = 1;
-static Oid	watched_relid = InvalidOid;
-static bool callback_registered = false;
+static bool callbacks_registered = false;
 
 static void
 messages_relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == watched_relid)
+	if (relid == InvalidOid || cache == NULL || relid == cache->relid)
 		relcache_generation++;
+	else
+		for (int i = 0; i < cache->nindexes; i++)
+			if (relid == cache->index_oids[i])
+				relcache_generation++;
+}
+
+/* A call cut short by an error: rebuild the cache before the next one. */
+static void
+forget_interrupted_call(void)
+{
+	if (cache_in_use)
+	{
+		cache_in_use = false;
+		relcache_generation++;
+	}
+}
+
+static void
+insert_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		forget_interrupted_call();
+}
+
+static void
+insert_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_interrupted_call();
 }
 
 /* Does rel look exactly like the table this file knows how to fill? */
@@ -87,24 +139,30 @@ table_allows_fast_path(Relation rel)
 	TupleDesc	desc = RelationGetDescr(rel);
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition ||
-		rel->trigdesc != NULL || desc->natts != MESSAGE_NATTS ||
+		rel->rd_rel->relam != HEAP_TABLE_AM_OID || rel->trigdesc != NULL ||
+		rel->rd_rules != NULL || desc->natts != MESSAGE_NATTS ||
 		(desc->constr && desc->constr->has_generated_stored))
 		return false;
 	for (int i = 0; i < MESSAGE_NATTS; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || strcmp(NameStr(att->attname), message_columns[i]) != 0)
+		if (att->attisdropped || strcmp(NameStr(att->attname), message_columns[i].name) != 0 ||
+			att->atttypid != message_columns[i].type || att->atttypmod != -1 ||
+			(message_columns[i].null_by_us && att->atthasdef))
 			return false;
 	}
 	return true;
 }
 
-/* Build the cache for rel in a new context under parent. */
+/*
+ * Build the cache for rel in a new context (under the transaction's until
+ * it is complete, so that an error half-way leaks nothing).
+ */
 static InsertCache *
-build_cache(Relation rel, MemoryContext parent)
+build_cache(Relation rel)
 {
-	MemoryContext cxt = AllocSetContextCreate(parent, "txoutbox enqueue",
+	MemoryContext cxt = AllocSetContextCreate(CurTransactionContext, "txoutbox enqueue",
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	InsertCache *c = palloc0(sizeof(InsertCache));
@@ -134,6 +192,8 @@ build_cache(Relation rel, MemoryContext parent)
 		{
 			Relation	index = index_open(lfirst_oid(lc), RowExclusiveLock);
 
+			if (index->rd_rel->relam != BTREE_AM_OID && index->rd_rel->relam != HASH_AM_OID)
+				c->usable = false;
 			c->index_oids[i] = lfirst_oid(lc);
 			c->rri->ri_IndexRelationInfo[i] = BuildIndexInfo(index);
 			index_close(index, NoLock);
@@ -141,6 +201,7 @@ build_cache(Relation rel, MemoryContext parent)
 		}
 	}
 	MemoryContextSwitchTo(old);
+	MemoryContextSetParent(cxt, TopMemoryContext);
 	return c;
 }
 
@@ -148,21 +209,24 @@ build_cache(Relation rel, MemoryContext parent)
  * Insert the message row (values/isnull in the table's column order) and
  * set *result to it as a composite datum, in the caller's memory context.
  * Returns false, having done nothing, when the fast path does not apply.
- * flinfo keeps the cache between calls of one expression.
  */
 bool
-message_insert(FmgrInfo *flinfo, Datum *values, bool *isnull, Datum *result)
+message_insert(Datum *values, bool *isnull, Datum *result)
 {
-	InsertCache *c = (InsertCache *) flinfo->fn_extra;
+	InsertCache *c;
 	Oid			relid;
 	Relation	rel;
 	HeapTuple	tuple;
 	TupleTableSlot *slot;
 
-	if (!callback_registered)
+	if (cache_in_use)
+		return false;			/* called from within a call (say, a CHECK) */
+	if (!callbacks_registered)
 	{
 		CacheRegisterRelcacheCallback(messages_relcache_callback, (Datum) 0);
-		callback_registered = true;
+		RegisterXactCallback(insert_xact_callback, NULL);
+		RegisterSubXactCallback(insert_subxact_callback, NULL);
+		callbacks_registered = true;
 	}
 
 	/* as the INSERT would: the lock, then the checks */
@@ -174,21 +238,21 @@ message_insert(FmgrInfo *flinfo, Datum *values, bool *isnull, Datum *result)
 	PreventCommandIfReadOnly("INSERT");
 
 	rel = table_open(relid, NoLock);
-	watched_relid = relid;
-	if (c == NULL || c->relid != relid || c->generation != relcache_generation)
+	if (cache == NULL || cache->relid != relid || cache->generation != relcache_generation)
 	{
-		if (c != NULL)
-			MemoryContextDelete(c->cxt);
-		flinfo->fn_extra = NULL;
-		c = build_cache(rel, flinfo->fn_mcxt);
-		flinfo->fn_extra = c;
+		if (cache != NULL)
+			MemoryContextDelete(cache->cxt);
+		cache = NULL;
+		cache = build_cache(rel);
 	}
+	c = cache;
 	if (!c->usable)
 	{
 		table_close(rel, NoLock);
 		return false;
 	}
 
+	cache_in_use = true;
 	c->rri->ri_RelationDesc = rel;
 	for (int i = 0; i < c->nindexes; i++)
 		c->rri->ri_IndexRelationDescs[i] = index_open(c->index_oids[i], RowExclusiveLock);
@@ -211,6 +275,7 @@ message_insert(FmgrInfo *flinfo, Datum *values, bool *isnull, Datum *result)
 		c->rri->ri_IndexRelationDescs[i] = NULL;
 	}
 	c->rri->ri_RelationDesc = NULL;
+	cache_in_use = false;
 
 	*result = heap_copy_tuple_as_datum(tuple, RelationGetDescr(rel));
 	table_close(rel, NoLock);

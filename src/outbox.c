@@ -281,7 +281,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	SET_COLUMN(17, TimestampTzGetDatum(now), false);	/* updated_at */
 #undef SET_COLUMN
 
-	if (!message_insert(fcinfo->flinfo, row, row_nulls, &result))
+	if (!message_insert(row, row_nulls, &result))
 	{
 		/* the table has triggers or row security: a real INSERT */
 		Datum		values[11];
@@ -686,6 +686,9 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 		TimestampTz next_attempt_at = required_finite_time(fcinfo, 2, "next_attempt_at");
 
 		values[2] = TimestampTzGetDatum(next_attempt_at);
+		/* the xid first, then the clock: see low_water.c */
+		if (!XactReadOnly)
+			(void) GetCurrentTransactionId();
 		if (next_attempt_at < GetCurrentTimestamp())
 			txoutbox_rescan_at_commit();
 	}
@@ -907,7 +910,7 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 				"   AND ($2::text[] IS NULL OR m.topic = ANY ($2) OR m.topic ^@ ANY ($3))"
 				" ORDER BY m.available_at, m.id LIMIT 1",
 				3, argtypes);
-	if (run_plan(plan, values, nulls, SPI_OK_SELECT) == 0)
+	if (run_claim_plan(plan, values, nulls) == 0)
 		return DT_NOEND;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return DatumGetTimestampTz(d);

@@ -100,7 +100,7 @@ extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes);
 
 /* message_insert.c: enqueue()'s insert without a per-row executor */
 #define MESSAGE_NATTS 18		/* columns of txoutbox.messages */
-extern bool message_insert(FmgrInfo *flinfo, Datum *values, bool *isnull, Datum *result);
+extern bool message_insert(Datum *values, bool *isnull, Datum *result);
 
 /* outbox.c: the state machine, shared by the SQL functions and dispatch.c */
 typedef struct ClaimRequest
