@@ -36,7 +36,7 @@ pn() { "${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE=bench B
 worker_pid() { bench_psql -c "SELECT pid FROM txoutbox.worker_status() WHERE pid IS NOT NULL LIMIT 1"; }
 mem() { awk '/^(VmRSS|RssAnon):/ {printf "%s ", $2}' "/proc/$1/status"; }
 
-declare -A rounds first last total dead size idx rss0 rss1 anon0 anon1 xmin_held
+declare -A rounds first last first3 last3 total dead size idx rss0 rss1 anon0 anon1 xmin_held
 
 one_run() {
 	local pin=$1 pinpid= fifo r wpid secs rates=()
@@ -68,6 +68,9 @@ one_run() {
 	rounds[$pin]=$(printf '%s ' "${rates[@]}" | python3 -c 'import sys; print(" ".join("%.1fk" % (float(x) / 1000) for x in sys.stdin.read().split()))')
 	first[$pin]=${rates[0]}
 	last[$pin]=${rates[-1]}
+	# the same question with less noise: median of the first 3 and last 3 rounds
+	first3[$pin]=$(bench_median "${rates[@]:0:3}")
+	last3[$pin]=$(bench_median "${rates[@]: -3}")
 	[ "$(worker_pid)" = "$wpid" ] || bench_log "the worker restarted during the run"
 	read -r rss1[$pin] anon1[$pin] <<<"$(mem "$wpid")"
 	local ok
@@ -104,6 +107,9 @@ for pin in $PIN_XMIN; do
 	bench_result "$label, $SP_N msgs in $ROUNDS rounds: last round" "${last[$pin]}" "msg/s" \
 		"first round" "${first[$pin]}" "$(bench_ratio "${last[$pin]}" "${first[$pin]}")" ">= 0.9" \
 		"batch_size $BATCH; end: ${dead[$pin]} dead tuples, table+indexes ${size[$pin]}, claim index ${idx[$pin]}; rounds (msg/s): ${rounds[$pin]}"
+	bench_result "$label: median of the last 3 rounds" "${last3[$pin]}" "msg/s" \
+		"median of the first 3 rounds" "${first3[$pin]}" "$(bench_ratio "${last3[$pin]}" "${first3[$pin]}")" ">= 0.9" \
+		"same rounds; a single round varies by up to +-20% within a run here"
 	bench_result "7. worker RSS, $( [ "$pin" = 1 ] && echo pinned || echo unpinned ) run: end (start)" \
 		"$(( ${rss1[$pin]} / 1024 ))" "MB" "start of run" "$(( ${rss0[$pin]} / 1024 ))" \
 		"$(bench_ratio "${rss1[$pin]}" "${rss0[$pin]}")" "" \
