@@ -27,45 +27,8 @@ bench_results_init
 bench_install
 bench_start enqueue "fsync = off" "txoutbox.workers = 0"
 
-bench_psql <<'EOF'
-CREATE TABLE bench_plain (LIKE txoutbox.messages INCLUDING ALL);
-ALTER TABLE bench_plain ALTER COLUMN id SET DEFAULT gen_random_uuid();
-DO $$
-BEGIN
-    EXECUTE format('ALTER TABLE bench_plain SET (%s)',
-                   (SELECT array_to_string(reloptions, ', ') FROM pg_class
-                     WHERE oid = 'txoutbox.messages'::regclass));
-END
-$$;
-EOF
-
-# Check that the two tables are alike (indexes, constraints, defaults).
-same=$(bench_psql <<'EOF'
-SELECT (SELECT count(*) FROM pg_index WHERE indrelid = 'bench_plain'::regclass)
-     = (SELECT count(*) FROM pg_index WHERE indrelid = 'txoutbox.messages'::regclass)
-   AND (SELECT count(*) FROM pg_constraint WHERE conrelid = 'bench_plain'::regclass)
-     = (SELECT count(*) FROM pg_constraint WHERE conrelid = 'txoutbox.messages'::regclass)
-   AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'txoutbox.messages'::regclass) = 0
-EOF
-)
-[ "$same" = t ] || { bench_log "bench_plain is not like txoutbox.messages (indexes, constraints, triggers)"; exit 1; }
-bench_log "bench_plain: $(bench_psql -c "SELECT count(*) FROM pg_index WHERE indrelid = 'bench_plain'::regclass") indexes, like txoutbox.messages"
-
+bench_enqueue_setup
 s=$BENCH_DIR/scripts
-mkdir -p "$s"
-P="jsonb_build_object('order_id', :n::bigint, 'amount', 1999, 'currency', 'EUR')"
-P100="jsonb_build_object('order_id', :n::bigint + g, 'amount', 1999, 'currency', 'EUR')"
-{ echo '\set n random(1, 1000000000)'
-  echo "INSERT INTO bench_plain (topic, payload, max_attempts) VALUES ('orders.created', $P, 10);"; } >"$s/plain1.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "SELECT txoutbox.enqueue('orders.created', $P);"; } >"$s/enq_select1.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "SELECT 1 FROM txoutbox.enqueue('orders.created', $P);"; } >"$s/enq_from1.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "INSERT INTO bench_plain (topic, payload, max_attempts) SELECT 'orders.created', $P100, 10 FROM generate_series(1, 100) g;"; } >"$s/plain100.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "SELECT count(txoutbox.enqueue('orders.created', $P100)) FROM generate_series(1, 100) g;"; } >"$s/enq100.sql"
-chmod -R a+rX "$s"
 
 # Run one pgbench measurement; print its tps.
 run_one() {

@@ -5,7 +5,8 @@
 # backend, and prints the top functions (self time) of each, plus a
 # caller-inclusive view of enqueue's.
 # Needs perf (apt-get install linux-perf) and root.
-# Env: VARIANTS (default "plain100 enq100"), DURATION, TOP (default 35).
+# Env: VARIANTS (default "plain100 enq100"; the scripts are plain1, enq_select1,
+# enq_from1, plain100, enq100: see bench_enqueue_setup), DURATION, TOP (default 35).
 . "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-10}
@@ -15,24 +16,8 @@ command -v perf >/dev/null || { echo "perf is not installed (apt-get install lin
 
 bench_install
 bench_start profile "fsync = off" "txoutbox.workers = 0"
-bench_psql <<'EOF'
-CREATE TABLE bench_plain (LIKE txoutbox.messages INCLUDING ALL);
-ALTER TABLE bench_plain ALTER COLUMN id SET DEFAULT gen_random_uuid();
-EOF
-
+bench_enqueue_setup
 s=$BENCH_DIR/scripts
-mkdir -p "$s"
-P="jsonb_build_object('order_id', :n::bigint, 'amount', 1999, 'currency', 'EUR')"
-P100="jsonb_build_object('order_id', :n::bigint + g, 'amount', 1999, 'currency', 'EUR')"
-{ echo '\set n random(1, 1000000000)'
-  echo "INSERT INTO bench_plain (topic, payload, max_attempts) VALUES ('orders.created', $P, 10);"; } >"$s/plain1.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "SELECT 1 FROM txoutbox.enqueue('orders.created', $P);"; } >"$s/enq1.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "INSERT INTO bench_plain (topic, payload, max_attempts) SELECT 'orders.created', $P100, 10 FROM generate_series(1, 100) g;"; } >"$s/plain100.sql"
-{ echo '\set n random(1, 1000000000)'
-  echo "SELECT count(txoutbox.enqueue('orders.created', $P100)) FROM generate_series(1, 100) g;"; } >"$s/enq100.sql"
-chmod -R a+rX "$s"
 
 for v in $VARIANTS; do
 	"${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" \
