@@ -481,6 +481,23 @@ AS $$
                  'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout']
 $$;
 
+-- grant_role and revoke_role: only the extension's owner (or a superuser).
+CREATE FUNCTION txoutbox._require_extension_owner()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER,
+            (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'txoutbox'),
+            'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to grant or revoke txoutbox privileges'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only the owner of the extension txoutbox (or a superuser) can.';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION txoutbox.grant_role(role_name regrole, grant_set text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -501,13 +518,7 @@ BEGIN
     IF role_name IS NULL OR grant_set IS NULL THEN
         RAISE EXCEPTION 'role_name and grant_set must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT pg_catalog.pg_has_role(CURRENT_USER,
-            (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'txoutbox'),
-            'USAGE') THEN
-        RAISE EXCEPTION 'permission denied to grant or revoke txoutbox privileges'
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Only the owner of the extension txoutbox (or a superuser) can.';
-    END IF;
+    PERFORM txoutbox._require_extension_owner();
     IF grant_set OPERATOR(pg_catalog.<>) ALL (ARRAY['producer', 'consumer', 'admin']) THEN
         RAISE EXCEPTION 'unknown grant set "%"', grant_set
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use producer, consumer or admin.';
@@ -540,13 +551,7 @@ BEGIN
     IF role_name IS NULL THEN
         RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT pg_catalog.pg_has_role(CURRENT_USER,
-            (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'txoutbox'),
-            'USAGE') THEN
-        RAISE EXCEPTION 'permission denied to grant or revoke txoutbox privileges'
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Only the owner of the extension txoutbox (or a superuser) can.';
-    END IF;
+    PERFORM txoutbox._require_extension_owner();
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM %s', role_name);
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL TABLES IN SCHEMA txoutbox FROM %s', role_name);
     EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA txoutbox FROM %s', role_name);
@@ -557,6 +562,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION txoutbox._tuning_settings() FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox._require_extension_owner() FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.grant_role(regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.revoke_role(regrole) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.enable_tenant_isolation() FROM PUBLIC;
