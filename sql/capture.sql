@@ -15,15 +15,9 @@ RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 DELETE FROM txoutbox.routes;
 
-CREATE FUNCTION pg_temp.try(cmd text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE cmd;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\set ECHO none
+\i test/regress_helpers.sql
+\set ECHO all
 -- what was captured, in enqueue order
 CREATE FUNCTION pg_temp.captured() RETURNS TABLE (topic text, message_key text, payload jsonb)
 LANGUAGE sql AS $$

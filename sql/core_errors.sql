@@ -13,33 +13,9 @@ CREATE EXTENSION IF NOT EXISTS txoutbox;
 RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 
--- try(sql, id): run sql; 'ok', or the SQLSTATE and the message with the id
--- replaced by <id>.
-CREATE FUNCTION pg_temp.try(cmd text, id uuid DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE cmd;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || CASE WHEN id IS NULL THEN SQLERRM
-                                    ELSE replace(SQLERRM, id::text, '<id>') END;
-END
-$$;
--- try_unchanged(sql, id): try(), and say whether the message row changed.
-CREATE FUNCTION pg_temp.try_unchanged(cmd text, id uuid) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    before text;
-    after text;
-    r text;
-BEGIN
-    SELECT m::text INTO before FROM txoutbox.messages m WHERE m.id = try_unchanged.id;
-    r := pg_temp.try(cmd, id);
-    SELECT m::text INTO after FROM txoutbox.messages m WHERE m.id = try_unchanged.id;
-    RETURN r || CASE WHEN before IS NOT DISTINCT FROM after THEN ' [row unchanged]'
-                     ELSE ' [ROW CHANGED]' END;
-END
-$$;
+\set ECHO none
+\i test/regress_helpers.sql
+\set ECHO all
 -- The whole table as text, to show that failed calls changed no message.
 CREATE FUNCTION pg_temp.table_text() RETURNS text LANGUAGE sql AS $$
     SELECT coalesce(string_agg(m::text, E'\n' ORDER BY m.id), '') FROM txoutbox.messages m

@@ -13,15 +13,9 @@ RESET client_min_messages;
 TRUNCATE txoutbox.messages, txoutbox.skipped_messages;
 DELETE FROM txoutbox.routes;
 
-CREATE FUNCTION pg_temp.try(cmd text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE cmd;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\set ECHO none
+\i test/regress_helpers.sql
+\set ECHO all
 CREATE FUNCTION public.pol_ok(m txoutbox.messages) RETURNS void
 LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); END $$;
 CREATE FUNCTION public.pol_fail(m txoutbox.messages) RETURNS void

@@ -9,15 +9,9 @@ RESET client_min_messages;
 TRUNCATE txoutbox.messages;
 TRUNCATE txoutbox.routes;
 
-CREATE FUNCTION pg_temp.try(cmd text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE cmd;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\set ECHO none
+\i test/regress_helpers.sql
+\set ECHO all
 
 -- A publisher function takes the message row.
 CREATE FUNCTION public.route_sink(m txoutbox.messages) RETURNS void
