@@ -18,17 +18,18 @@ DATA = $(wildcard sql/txoutbox--*.sql)
 PGFILEDESC = "txoutbox - transactional outbox with an in-database dispatcher"
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
-SHLIB_LINK = -lcurl
+# export only what PostgreSQL looks up (src/exports.map says why)
+SHLIB_LINK = -lcurl -Wl,--version-script=$(srcdir)/src/exports.map
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
 REGRESS = core_enqueue enqueue_insert core_claim core_marks core_read core_errors core_trigger routes dispatch \
 	ordering capture route_policy security
-REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress
+REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress --encoding=UTF8 --no-locale
 
 # isolation specs (test/specs/<name>.spec, test/expected/<name>.out)
 ISOLATION = claim_disjoint claim_rollback enqueue_uncommitted lease_takeover ordered_claim
-ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso --inputdir=test --outputdir=test/output_iso
+ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso --encoding=UTF8 --no-locale --inputdir=test --outputdir=test/output_iso
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
@@ -43,4 +44,5 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track headers: every object depends on ours
-$(OBJS): src/txoutbox.h src/publisher.h
+$(OBJS): src/txoutbox.h src/publisher.h src/pg_compat.h
+$(shlib): src/exports.map

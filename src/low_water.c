@@ -38,6 +38,8 @@
  */
 #include "postgres.h"
 
+#include "pg_compat.h"
+
 #include "access/transam.h"
 #include "access/xact.h"
 #include "common/hashfn.h"
@@ -75,7 +77,7 @@ oldest_writer_start(void)
 
 	for (int i = 1; i <= n; i++)
 	{
-		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+		LocalPgBackendStatus *l = compat_local_beentry(i);
 
 		if (l == NULL || !TransactionIdIsValid(l->backend_xid) ||
 			l->backendStatus.st_procpid == MyProcPid ||

@@ -31,6 +31,8 @@
  */
 #include "postgres.h"
 
+#include "pg_compat.h"
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -265,7 +267,7 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 		ExecConstraints(c->rri, slot, c->estate);
 	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
 	if (c->nindexes > 0)
-		list_free(ExecInsertIndexTuples(c->rri, slot, c->estate, false, false, NULL, NIL));
+		list_free(compat_insert_index_tuples(c->rri, slot, c->estate));
 
 	ExecClearTuple(slot);
 	ResetPerTupleExprContext(c->estate);

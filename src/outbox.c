@@ -18,6 +18,8 @@
  */
 #include "postgres.h"
 
+#include "pg_compat.h"
+
 #include <math.h>
 
 #include "access/xact.h"
@@ -78,7 +80,7 @@ run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 }
 
 /* ERROR 22004 for a required argument given as NULL. */
-static void pg_attribute_noreturn()
+pg_noreturn static void
 null_argument(const char *name)
 {
 	ereport(ERROR,
@@ -551,7 +553,7 @@ txoutbox_claim(PG_FUNCTION_ARGS)
  * The guarded UPDATE of one message matched nothing: read the row and
  * raise the error that says why (unknown id, wrong status, lost lease).
  */
-static void pg_attribute_noreturn()
+pg_noreturn static void
 report_refused_transition(Datum id, const char *action, const char *required_status,
 						  const char *consumer)
 {

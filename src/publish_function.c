@@ -22,6 +22,8 @@
  */
 #include "postgres.h"
 
+#include "pg_compat.h"
+
 #include "catalog/namespace.h"
 #include "access/htup_details.h"
 #include "catalog/pg_proc.h"
@@ -58,7 +60,7 @@ typedef struct FunctionCallArgs
 static Oid
 lookup_publisher_function(const char *name)
 {
-	List	   *names = stringToQualifiedNameList(name);
+	List	   *names = compat_qualified_name_list(name);
 	Oid			nsp = get_namespace_oid("txoutbox", false);
 	Oid			argtype;
 	Oid			fn;
@@ -156,12 +158,12 @@ function_publish(PublishItem *items, int n)
 		args.fn = route->fn;
 		args.owner = route->owner;
 		args.row = items[i].msg->row;
-		if (route->timeout_ms > 0 && IsBackgroundWorker)
+		if (route->timeout_ms > 0 && compat_am_background_worker())
 			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);
 		/* the route's own timeout (worker only) is this message's failure */
 		ok = try_in_subtransaction(call_function, &args, &error,
-								   route->timeout_ms > 0 && IsBackgroundWorker);
-		if (route->timeout_ms > 0 && IsBackgroundWorker)
+								   route->timeout_ms > 0 && compat_am_background_worker());
+		if (route->timeout_ms > 0 && compat_am_background_worker())
 		{
 			disable_timeout(STATEMENT_TIMEOUT, false);
 			/* a timeout that fired just after the call must not cancel the round */

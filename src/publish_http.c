@@ -54,6 +54,8 @@
  */
 #include "postgres.h"
 
+#include "pg_compat.h"
+
 #include <time.h>
 
 #include <curl/curl.h>
@@ -138,6 +140,7 @@ typedef struct HttpRequest
 	char		response[HTTP_RESPONSE_CAP];
 	size_t		response_len;
 	char		retry_after[64];
+	bool		got_status;		/* a status line arrived */
 } HttpRequest;
 
 typedef struct RequestList
@@ -339,7 +342,7 @@ parse_secret(HttpRoute *route, const char *secret)
 	b64 = secret + 6;
 	len = strlen(b64);
 	key = palloc(pg_b64_dec_len(len) + 1);
-	declen = (len == 0) ? -1 : pg_b64_decode(b64, len, key, pg_b64_dec_len(len));
+	declen = (len == 0) ? -1 : compat_b64_decode(b64, len, key, pg_b64_dec_len(len));
 	if (declen <= 0 || declen > HTTP_MAX_SECRET_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -516,6 +519,7 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
 	{
 		/* a new response (after 1xx): forget the earlier one's */
+		r->got_status = true;
 		r->retry_after[0] = '\0';
 		r->response_len = 0;
 	}
@@ -570,7 +574,7 @@ sign(const HttpRoute *route, const char *id, const char *ts, const char *body,
 	PG_END_TRY();
 	if (!ok)
 		return false;
-	len = pg_b64_encode((const char *) mac, sizeof(mac), out, outlen - 1);
+	len = compat_b64_encode(mac, sizeof(mac), out, outlen - 1);
 	explicit_bzero(mac, sizeof(mac));
 	if (len < 0)
 		return false;
@@ -906,31 +910,39 @@ parse_retry_after(const char *v)
 	return when > now ? (int64) (when - now) * 1000 : 0;
 }
 
-/* Describe a timeout: which phase it happened in, and which limit ran out. */
+/*
+ * Describe a timeout: which phase it happened in, and which limit ran out.
+ * The phase comes from facts every libcurl version reports the same way:
+ * a local port once the connection is up (7.88 says 0 before that, 8.x -1),
+ * whether this transfer made a new connection, the TLS handshake time, the
+ * bytes sent, and whether a status line arrived (on_header).  The phase
+ * times are not used: 8.x reports elapsed time for phases never reached.
+ */
 static char *
 describe_timeout(HttpRequest *r)
 {
-	curl_off_t	connect_us = 0;
-	curl_off_t	pretransfer_us = 0;
-	curl_off_t	first_byte_us = 0;
+	long		local_port = 0;
+	long		new_connections = 0;
+	curl_off_t	tls_us = 0;
 	curl_off_t	total_us = 0;
 	curl_off_t	sent = 0;
+	char	   *scheme = NULL;
 	long long	elapsed_ms;
 	int			connect_limit = Min(r->timeout_ms, HTTP_CONNECT_TIMEOUT_MS);
 	char	   *limit;
 
-	/* on a reused connection the connect time is 0 but pretransfer is not */
-	curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-	curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
-	curl_easy_getinfo(r->easy, CURLINFO_STARTTRANSFER_TIME_T, &first_byte_us);
+	curl_easy_getinfo(r->easy, CURLINFO_LOCAL_PORT, &local_port);
+	curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &new_connections);
+	curl_easy_getinfo(r->easy, CURLINFO_APPCONNECT_TIME_T, &tls_us);
 	curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	curl_easy_getinfo(r->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+	curl_easy_getinfo(r->easy, CURLINFO_SCHEME, &scheme);
 	elapsed_ms = (long long) (total_us / 1000);
 
-	if (pretransfer_us == 0 && connect_us == 0)
+	if (local_port <= 0)
 		return psprintf("timed out after %lld ms while connecting (connect timeout %d ms)",
 						elapsed_ms, connect_limit);
-	if (pretransfer_us == 0)
+	if (new_connections > 0 && tls_us == 0 && scheme != NULL && pg_strcasecmp(scheme, "https") == 0)
 		return psprintf("timed out after %lld ms during the TLS handshake (connect timeout %d ms)",
 						elapsed_ms, connect_limit);
 	if (r->route_timeout_ms > 0)
@@ -938,21 +950,24 @@ describe_timeout(HttpRequest *r)
 						 r->route_timeout_ms, r->timeout_ms);
 	else
 		limit = psprintf("timeout_ms %d", r->timeout_ms);
-	if (first_byte_us == 0 && sent < (curl_off_t) r->body_len)
+	if (!r->got_status && sent < (curl_off_t) r->body_len)
 		return psprintf("timed out after %lld ms sending the request (%s)", elapsed_ms, limit);
-	if (first_byte_us == 0)
+	if (!r->got_status)
 		return psprintf("timed out after %lld ms waiting for the response (%s)", elapsed_ms, limit);
 	return psprintf("timed out after %lld ms reading the response (%s)", elapsed_ms, limit);
 }
 
-/* Did the request reach the server (connected, and sending began)? */
+/*
+ * Did the request reach a server (is a connection up)?  A local port is the
+ * sign every libcurl version gives alike (see describe_timeout).
+ */
 static bool
 request_was_sent(HttpRequest *r)
 {
-	curl_off_t	pretransfer_us = 0;
+	long		local_port = 0;
 
-	curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
-	return pretransfer_us > 0;
+	curl_easy_getinfo(r->easy, CURLINFO_LOCAL_PORT, &local_port);
+	return local_port > 0;
 }
 
 /* Set the outcome of a finished request from curl's result and the status. */

@@ -18,12 +18,13 @@ my $tmp = PostgreSQL::Test::Utils::tempdir;
 # the sink: start_sink, sink_events, sink_requests, header, wait_until
 use lib 'test/t';
 use HttpSink;
+use TxoutboxTest qw(init_utf8);
 
 my $sink = start_sink('sink');
 my $secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
 my $node = PostgreSQL::Test::Cluster->new('http_basic');
-$node->init;
+init_utf8($node);
 $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'txoutbox'

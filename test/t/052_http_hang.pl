@@ -16,13 +16,14 @@ my $tmp = PostgreSQL::Test::Utils::tempdir;
 # the sink: start_sink, sink_events, sink_requests, header, wait_until
 use lib 'test/t';
 use HttpSink;
+use TxoutboxTest qw(init_utf8);
 
 my $sink = start_sink('sink');
 write_sink_config($sink->{config},
 	{ '/hang' => { delay_ms => 600000 }, '/hang2' => { delay_ms => 600000 } });
 
 my $node = PostgreSQL::Test::Cluster->new('http_hang');
-$node->init;
+init_utf8($node);
 $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'txoutbox'

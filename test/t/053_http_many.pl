@@ -16,6 +16,7 @@ my $tmp = PostgreSQL::Test::Utils::tempdir;
 # the sink: start_sink, sink_events, sink_requests, header, wait_until
 use lib 'test/t';
 use HttpSink;
+use TxoutboxTest qw(init_utf8);
 
 my $sink = start_sink('sink');
 # a little latency per request, so that concurrency shows
@@ -23,7 +24,7 @@ write_sink_config($sink->{config}, { '/bulk' => { delay_ms => 10 } });
 
 my $conc = 8;
 my $node = PostgreSQL::Test::Cluster->new('http_many');
-$node->init;
+init_utf8($node);
 $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'txoutbox'

@@ -16,6 +16,7 @@ my $tmp = PostgreSQL::Test::Utils::tempdir;
 # the sink: start_sink, sink_events, sink_requests, header, wait_until
 use lib 'test/t';
 use HttpSink;
+use TxoutboxTest qw(init_utf8);
 
 my $sink = start_sink('sink');
 write_sink_config($sink->{config}, { '/slowish' => { delay_ms => 1500 } });
@@ -23,7 +24,7 @@ write_sink_config($sink->{config}, { '/slowish' => { delay_ms => 1500 } });
 # A lease of 3 s, one request at a time, requests that take 1.5 s: a round
 # cannot send four of them before its claims' leases end.
 my $node = PostgreSQL::Test::Cluster->new('http_lease');
-$node->init;
+init_utf8($node);
 $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'txoutbox'

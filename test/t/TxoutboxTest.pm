@@ -17,8 +17,18 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-our @EXPORT = qw(txoutbox_node worker_pids wait_for_workers check_server_log
+our @EXPORT = qw(txoutbox_node init_utf8 worker_pids wait_for_workers check_server_log
   log_since wait_for_log_since);
+
+# initdb for $node with UTF8 encoding and the C locale, whatever locale the
+# caller's environment has (none, in a minimal container): the suites count
+# characters, not bytes.  %params as for PostgreSQL::Test::Cluster::init.
+sub init_utf8
+{
+	my ($node, %params) = @_;
+	$node->init(%params, extra => [ '--encoding=UTF8', '--locale=C', @{ $params{extra} // [] } ]);
+	return;
+}
 
 # A started node with txoutbox preloaded.  %conf: extra settings (name =>
 # value, strings quoted by the caller), appended after the defaults.
@@ -27,7 +37,7 @@ sub txoutbox_node
 	my ($name, %conf) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 
-	$node->init;
+	init_utf8($node);
 	my $extra = join('', map { "$_ = $conf{$_}\n" } sort keys %conf);
 	$node->append_conf(
 		'postgresql.conf', qq{

@@ -1,0 +1,90 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_compat.h
+ *	  The differences between the PostgreSQL releases txoutbox supports
+ *	  (15, 16, 17 and 18), one shim per changed API, each named after what
+ *	  it does and saying which release changed what.  Logic files use these
+ *	  names and never test PG_VERSION_NUM themselves.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TXOUTBOX_PG_COMPAT_H
+#define TXOUTBOX_PG_COMPAT_H
+
+#include "postgres.h"
+
+#if PG_VERSION_NUM < 150000
+#error "txoutbox supports PostgreSQL 15, 16, 17 and 18; this server's headers are older than 15"
+#endif
+
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "utils/backend_status.h"
+#include "utils/regproc.h"
+
+/*
+ * A function that never returns, written before the declaration.  18
+ * replaced the trailing pg_attribute_noreturn() with a leading pg_noreturn
+ * (C11 _Noreturn).
+ */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
+/*
+ * Insert the index entries of the tuple just stored in slot (no update, no
+ * speculative insertion).  16 added the onlySummarizing argument (HOT
+ * updates that change only summarizing indexes); an insert touches every
+ * index, so it is false.
+ */
+#if PG_VERSION_NUM >= 160000
+#define compat_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define compat_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
+/*
+ * The local copy of backend status entry number i (1-based, up to
+ * pgstat_fetch_stat_numbackends()).  16 renamed
+ * pgstat_fetch_stat_local_beentry to pgstat_get_local_beentry_by_index
+ * (same array, same 1-based index, same backend_xid/backend_xmin fields;
+ * 17 added proc_number and the subtransaction fields beside them).
+ */
+#if PG_VERSION_NUM >= 160000
+#define compat_local_beentry(i) pgstat_get_local_beentry_by_index(i)
+#else
+#define compat_local_beentry(i) pgstat_fetch_stat_local_beentry(i)
+#endif
+
+/*
+ * A dotted name split into a List of String.  16 added the soft-error
+ * context argument (NULL: throw as before).
+ */
+#if PG_VERSION_NUM >= 160000
+#define compat_qualified_name_list(s) stringToQualifiedNameList((s), NULL)
+#else
+#define compat_qualified_name_list(s) stringToQualifiedNameList(s)
+#endif
+
+/*
+ * Is this process a background worker?  17 removed the IsBackgroundWorker
+ * global in favour of the backend type (AmBackgroundWorkerProcess()).
+ */
+#if PG_VERSION_NUM >= 170000
+#define compat_am_background_worker() AmBackgroundWorkerProcess()
+#else
+#define compat_am_background_worker() IsBackgroundWorker
+#endif
+
+/*
+ * Base64 of binary data.  18 typed the binary side of pg_b64_encode and
+ * pg_b64_decode as uint8 (char before); a void pointer converts to both.
+ */
+#define compat_b64_encode(src, len, dst, dstlen) \
+	pg_b64_encode((const void *) (src), (len), (dst), (dstlen))
+#define compat_b64_decode(src, len, dst, dstlen) \
+	pg_b64_decode((src), (len), (void *) (dst), (dstlen))
+
+#endif							/* TXOUTBOX_PG_COMPAT_H */
