@@ -3,16 +3,28 @@ EXTENSION = txoutbox
 MODULE_big = txoutbox
 OBJS = \
 	src/txoutbox.o \
+	src/settings.o \
+	src/shmem.o \
+	src/wakeup.o \
 	src/uuidv7.o \
+	src/message.o \
 	src/outbox.o \
 	src/message_insert.o \
 	src/routes.o \
-	src/dispatch.o \
 	src/low_water.o \
-	src/worker.o \
+	src/dispatch.o \
+	src/dispatch_session.o \
+	src/dispatch_worker.o \
+	src/launcher.o \
+	src/dispatcher.o \
+	src/worker_status.o \
 	src/publisher.o \
 	src/publish_notify.o \
 	src/publish_function.o \
+	src/netpub.o \
+	src/http_config.o \
+	src/http_request.o \
+	src/http_transport.o \
 	src/publish_http.o
 DATA = $(wildcard sql/txoutbox--*.sql)
 PGFILEDESC = "txoutbox - transactional outbox with an in-database dispatcher"
@@ -44,5 +56,5 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track headers: every object depends on ours
-$(OBJS): src/txoutbox.h src/publisher.h src/pg_compat.h
+$(OBJS): $(wildcard src/*.h)
 $(shlib): src/exports.map

@@ -48,7 +48,10 @@
 #include "utils/backend_status.h"
 #include "utils/timestamp.h"
 
-#include "txoutbox.h"
+#include "low_water.h"
+#include "outbox.h"
+#include "settings.h"
+#include "shmem.h"
 
 /* the full-refresh period grows with its cost up to this (10 s) */
 #define FULL_REFRESH_MAX_US (10 * USECS_PER_SEC)

@@ -53,24 +53,37 @@
 #include "utils/rel.h"
 #include "utils/rls.h"
 
-#include "txoutbox.h"
+#include "message.h"
+#include "message_insert.h"
 
-/* The columns of txoutbox.messages, in order (the SQL script's table). */
+/* The columns of txoutbox.messages (message.h), as the install script makes them. */
+#define COLUMN(name, type, null_by_us) [Anum_messages_##name - 1] = {#name, type, null_by_us}
 static const struct
 {
 	const char *name;
 	Oid			type;
 	bool		null_by_us;		/* enqueue leaves it null: no default allowed */
-}			message_columns[MESSAGE_NATTS] = {
-	{"id", UUIDOID}, {"tenant_id", TEXTOID}, {"org_id", TEXTOID},
-	{"topic", TEXTOID}, {"message_key", TEXTOID}, {"payload", JSONBOID},
-	{"headers", JSONBOID}, {"correlation_id", TEXTOID}, {"status", TEXTOID},
-	{"attempt_count", INT4OID}, {"max_attempts", INT4OID},
-	{"last_error", TEXTOID, true}, {"available_at", TIMESTAMPTZOID},
-	{"locked_at", TIMESTAMPTZOID, true}, {"locked_by", TEXTOID, true},
-	{"published_at", TIMESTAMPTZOID, true}, {"created_at", TIMESTAMPTZOID},
-	{"updated_at", TIMESTAMPTZOID}
+}			message_columns[Natts_messages] = {
+	COLUMN(id, UUIDOID, false),
+	COLUMN(tenant_id, TEXTOID, false),
+	COLUMN(org_id, TEXTOID, false),
+	COLUMN(topic, TEXTOID, false),
+	COLUMN(message_key, TEXTOID, false),
+	COLUMN(payload, JSONBOID, false),
+	COLUMN(headers, JSONBOID, false),
+	COLUMN(correlation_id, TEXTOID, false),
+	COLUMN(status, TEXTOID, false),
+	COLUMN(attempt_count, INT4OID, false),
+	COLUMN(max_attempts, INT4OID, false),
+	COLUMN(last_error, TEXTOID, true),
+	COLUMN(available_at, TIMESTAMPTZOID, false),
+	COLUMN(locked_at, TIMESTAMPTZOID, true),
+	COLUMN(locked_by, TEXTOID, true),
+	COLUMN(published_at, TIMESTAMPTZOID, true),
+	COLUMN(created_at, TIMESTAMPTZOID, false),
+	COLUMN(updated_at, TIMESTAMPTZOID, false),
 };
+#undef COLUMN
 
 typedef struct InsertCache
 {
@@ -142,10 +155,10 @@ table_allows_fast_path(Relation rel)
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition ||
 		rel->rd_rel->relam != HEAP_TABLE_AM_OID || rel->trigdesc != NULL ||
-		rel->rd_rules != NULL || desc->natts != MESSAGE_NATTS ||
+		rel->rd_rules != NULL || desc->natts != Natts_messages ||
 		(desc->constr && desc->constr->has_generated_stored))
 		return false;
-	for (int i = 0; i < MESSAGE_NATTS; i++)
+	for (int i = 0; i < Natts_messages; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 

@@ -18,13 +18,13 @@
  */
 #include "postgres.h"
 
-#include "pg_compat.h"
 
 #include <math.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -34,12 +34,14 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "message.h"
+#include "message_insert.h"
+#include "outbox.h"
+#include "pg_compat.h"
+#include "settings.h"
 #include "txoutbox.h"
-
-#define MESSAGE_COLUMNS \
-	"id, tenant_id, org_id, topic, message_key, payload, headers, " \
-	"correlation_id, status, attempt_count, max_attempts, last_error, " \
-	"available_at, locked_at, locked_by, published_at, created_at, updated_at"
+#include "uuidv7.h"
+#include "wakeup.h"
 
 #define UNFINISHED "'{pending,retrying,processing}'::text[]"
 #define KEY_BLOCKING "'{pending,processing,retrying,failed}'::text[]"
@@ -196,8 +198,8 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 	static Oid	argtypes[11] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 	JSONBOID, JSONBOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		row[MESSAGE_NATTS];
-	bool		row_nulls[MESSAGE_NATTS];
+	Datum		row[Natts_messages];
+	bool		row_nulls[Natts_messages];
 	Datum		headers;
 	pg_uuid_t	id;
 	int32		max_attempts = txoutbox_max_attempts;
@@ -229,7 +231,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 					 errmsg("max_attempts must be at least 1, not %d", max_attempts)));
 	}
 
-	bound = txoutbox_bound_tenant();
+	bound = settings_bound_tenant();
 	if (bound != NULL)
 	{
 		if (PG_ARGISNULL(5))
@@ -254,7 +256,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 		TimestampTz given = required_finite_time(fcinfo, 7, "available_at");
 
 		if (given < available_at)
-			txoutbox_rescan_at_commit();
+			wakeup_rescan_at_commit();
 		available_at = given;
 	}
 
@@ -266,21 +268,22 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 
 	/* the whole row, in column order */
 	memset(row_nulls, true, sizeof(row_nulls));
-#define SET_COLUMN(n, v, null) (row[n] = (v), row_nulls[n] = (null))
-	SET_COLUMN(0, UUIDPGetDatum(&id), false);
-	SET_COLUMN(1, tenant, tenant == (Datum) 0);
-	SET_COLUMN(2, PG_GETARG_DATUM(6), PG_ARGISNULL(6));	/* org_id */
-	SET_COLUMN(3, PG_GETARG_DATUM(0), false);	/* topic */
-	SET_COLUMN(4, PG_GETARG_DATUM(2), PG_ARGISNULL(2));	/* message_key */
-	SET_COLUMN(5, PG_GETARG_DATUM(1), false);	/* payload */
-	SET_COLUMN(6, headers, false);
-	SET_COLUMN(7, PG_GETARG_DATUM(4), PG_ARGISNULL(4));	/* correlation_id */
-	SET_COLUMN(8, CStringGetTextDatum("pending"), false);
-	SET_COLUMN(9, Int32GetDatum(0), false); /* attempt_count */
-	SET_COLUMN(10, Int32GetDatum(max_attempts), false);
-	SET_COLUMN(12, TimestampTzGetDatum(available_at), false);
-	SET_COLUMN(16, TimestampTzGetDatum(now), false);	/* created_at */
-	SET_COLUMN(17, TimestampTzGetDatum(now), false);	/* updated_at */
+#define SET_COLUMN(name, v, null) \
+	(row[Anum_messages_##name - 1] = (v), row_nulls[Anum_messages_##name - 1] = (null))
+	SET_COLUMN(id, UUIDPGetDatum(&id), false);
+	SET_COLUMN(tenant_id, tenant, tenant == (Datum) 0);
+	SET_COLUMN(org_id, PG_GETARG_DATUM(6), PG_ARGISNULL(6));
+	SET_COLUMN(topic, PG_GETARG_DATUM(0), false);
+	SET_COLUMN(message_key, PG_GETARG_DATUM(2), PG_ARGISNULL(2));
+	SET_COLUMN(payload, PG_GETARG_DATUM(1), false);
+	SET_COLUMN(headers, headers, false);
+	SET_COLUMN(correlation_id, PG_GETARG_DATUM(4), PG_ARGISNULL(4));
+	SET_COLUMN(status, CStringGetTextDatum("pending"), false);
+	SET_COLUMN(attempt_count, Int32GetDatum(0), false);
+	SET_COLUMN(max_attempts, Int32GetDatum(max_attempts), false);
+	SET_COLUMN(available_at, TimestampTzGetDatum(available_at), false);
+	SET_COLUMN(created_at, TimestampTzGetDatum(now), false);
+	SET_COLUMN(updated_at, TimestampTzGetDatum(now), false);
 #undef SET_COLUMN
 
 	if (!message_insert(row, row_nulls, &result))
@@ -288,12 +291,18 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 		/* the table has triggers or row security: a real INSERT */
 		Datum		values[11];
 		char		nulls[11];
-		static const int columns[11] = {0, 1, 2, 3, 4, 5, 6, 7, 10, 12, 16};
+		static const int columns[11] = {
+			Anum_messages_id, Anum_messages_tenant_id, Anum_messages_org_id,
+			Anum_messages_topic, Anum_messages_message_key, Anum_messages_payload,
+			Anum_messages_headers, Anum_messages_correlation_id,
+			Anum_messages_max_attempts, Anum_messages_available_at,
+			Anum_messages_created_at
+		};
 
 		for (int i = 0; i < 11; i++)
 		{
-			values[i] = row[columns[i]];
-			nulls[i] = row_nulls[columns[i]] ? 'n' : ' ';
+			values[i] = row[columns[i] - 1];
+			nulls[i] = row_nulls[columns[i] - 1] ? 'n' : ' ';
 		}
 		SPI_connect();
 		cached_plan(&plan,
@@ -308,7 +317,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 		SPI_finish();
 	}
 
-	txoutbox_wake_at_commit();
+	wakeup_at_commit();
 	PG_RETURN_DATUM(result);
 }
 
@@ -316,7 +325,8 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * The claimable messages, oldest available_at first, locked FOR UPDATE SKIP
  * LOCKED (shared by both ways of claiming below).  $1 consumer, $2 limit,
  * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
- * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from).  Routes with "ordered": true only give out the oldest
+ * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from), $10 only
+ * these ids (or NULL).  Routes with "ordered": true only give out the oldest
  * unfinished message of a key, and none while a later one is processing (a
  * replayed message waits).  An expired lease with no attempts left (by the
  * route's "max_attempts" if it sets one) fails the message instead.
@@ -344,6 +354,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"     AND ($3::text IS NULL OR m.topic = $3)" \
 	"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))" \
 	"     AND ($8::text IS NULL OR m.tenant_id = $8)" \
+	"     AND ($10::uuid[] IS NULL OR m.id = ANY ($10))" \
 	"     AND (NOT r.any_ordered OR m.message_key IS NULL" \
 	"          OR NOT coalesce(r.ordered[txoutbox._route_index(m.topic, r.patterns)], false)" \
 	"          OR (NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
@@ -361,14 +372,15 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"), expired AS (" \
 	"  UPDATE txoutbox.messages m" \
 	"     SET status = 'failed'," \
-	"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left'," \
-	"                             m.locked_by, m.attempt_count, c.max_att)," \
+	"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left%s'," \
+	"                             m.locked_by, m.attempt_count, c.max_att," \
+	"                             ' (last error: ' || m.last_error || ')')," \
 	"         locked_by = NULL, locked_at = NULL, updated_at = $5" \
 	"    FROM candidates c" \
 	"   WHERE m.id = c.id AND c.exhausted" \
 	")"
 
-#define CLAIM_NARGS 9
+#define CLAIM_NARGS 10
 
 /* Fill the parameters of CANDIDATES_CTE from req. */
 static void
@@ -388,10 +400,12 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	values[7] = req->tenant ? CStringGetTextDatum(req->tenant) : (Datum) 0;
 	nulls[7] = req->tenant ? ' ' : 'n';
 	values[8] = TimestampTzGetDatum(req->scan_from);
+	values[9] = req->only_ids;
+	nulls[9] = req->only_ids ? ' ' : 'n';
 }
 
 static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
+TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID};
 
 /*
  * Run a claim statement with the plan it is written for: a walk of
@@ -521,7 +535,7 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 				 errmsg("max_messages must be between 1 and %d, not %d",
 						TXOUTBOX_MAX_CLAIM, req.max_messages)));
 	req.topic = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	req.tenant = txoutbox_bound_tenant();
+	req.tenant = settings_bound_tenant();
 	req.as_of = required_finite_time(fcinfo, 4, "as_of");
 	if (PG_ARGISNULL(3))
 		req.lock_until = TimestampTzPlusMilliseconds(req.as_of, txoutbox_lock_timeout_ms);
@@ -536,7 +550,7 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 
 	req.scan_from = DT_NOBEGIN;
 	if (req.lock_until < GetCurrentTimestamp())
-		txoutbox_rescan_at_commit();	/* its leases are over already */
+		wakeup_rescan_at_commit();	/* its leases are over already */
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -598,7 +612,7 @@ check_tenant_access(Datum id)
 {
 	static SPIPlanPtr plan = NULL;
 	static Oid	argtypes[2] = {UUIDOID, TEXTOID};
-	const char *bound = txoutbox_bound_tenant();
+	const char *bound = settings_bound_tenant();
 	Datum		values[2];
 
 	if (bound == NULL)
@@ -692,7 +706,7 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 		if (!XactReadOnly)
 			(void) GetCurrentTransactionId();
 		if (next_attempt_at < GetCurrentTimestamp())
-			txoutbox_rescan_at_commit();
+			wakeup_rescan_at_commit();
 	}
 	values[3] = TimestampTzGetDatum(required_finite_time(fcinfo, 3, "failed_at"));
 	values[4] = PG_GETARG_DATUM(4);
@@ -734,7 +748,7 @@ failed_message_transition(FunctionCallInfo fcinfo, SPIPlanPtr *plan, const char 
 		null_argument("id");
 	values[0] = PG_GETARG_DATUM(0);
 	result = transition_one(plan, sql, 1, argtypes, values, NULL, action, "failed", NULL);
-	txoutbox_rescan_at_commit();
+	wakeup_rescan_at_commit();
 	return result;
 }
 
@@ -927,6 +941,49 @@ TimestampTz
 outbox_next_due(Datum route_exact, Datum route_prefixes)
 {
 	return outbox_first_unfinished(GetCurrentTimestamp() + 1, route_exact, route_prefixes);
+}
+
+/*
+ * Dispatcher: the messages still processing under consumer's leases (a
+ * previous run of the same dispatcher held them when it exited): their id
+ * and topic, in id order, left in SPI_tuptable.  Caller is connected to SPI.
+ */
+int
+outbox_leased_by(const char *consumer)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[1] = {TEXTOID};
+	Datum		arg = CStringGetTextDatum(consumer);
+
+	cached_plan(&plan,
+				"SELECT id, topic FROM txoutbox.messages"
+				" WHERE status = 'processing' AND locked_by = $1 ORDER BY id",
+				1, argtypes);
+	return run_plan(plan, &arg, NULL, SPI_OK_SELECT);
+}
+
+/*
+ * Dispatcher: end the leases consumer holds on ids (uuid[]) as of at,
+ * noting in last_error that their holder exited while publishing them, so
+ * that they are claimed again at once.  Caller is connected to SPI.
+ */
+void
+outbox_release_leases(Datum ids, const char *consumer, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[3] = {UUIDARRAYOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[3];
+
+	values[0] = ids;
+	values[1] = CStringGetTextDatum(consumer);
+	values[2] = TimestampTzGetDatum(at);
+	cached_plan(&plan,
+				"UPDATE txoutbox.messages"
+				"   SET available_at = $3,"
+				"       last_error = format('%s exited while publishing attempt %s', locked_by, attempt_count)"
+				" WHERE id = ANY ($1) AND status = 'processing' AND locked_by = $2",
+				3, argtypes);
+	run_plan(plan, values, NULL, SPI_OK_UPDATE);
 }
 
 /*

@@ -19,6 +19,8 @@
 
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
 #include "utils/backend_status.h"
 #include "utils/regproc.h"
 
@@ -86,5 +88,16 @@
 	pg_b64_encode((const void *) (src), (len), (dst), (dstlen))
 #define compat_b64_decode(src, len, dst, dstlen) \
 	pg_b64_decode((src), (len), (void *) (dst), (dstlen))
+
+/*
+ * A WaitEventSet that lives as long as the process.  17 made its owner a
+ * resource owner (NULL: none, allocated in TopMemoryContext) instead of a
+ * memory context.
+ */
+#if PG_VERSION_NUM >= 170000
+#define compat_create_wait_event_set(nevents) CreateWaitEventSet(NULL, (nevents))
+#else
+#define compat_create_wait_event_set(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
 
 #endif							/* TXOUTBOX_PG_COMPAT_H */

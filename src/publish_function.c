@@ -39,6 +39,7 @@
 #include "utils/syscache.h"
 
 #include "publisher.h"
+#include "settings.h"
 
 static const char *const function_keys[] = {"function", "timeout_ms", NULL};
 
@@ -179,7 +180,7 @@ function_publish(PublishItem *items, int n)
 
 const Publisher function_publisher = {
 	.name = "function",
-	.transactional = true,
+	.kind = PUBLISHER_AFTER_LEASE,
 	.parse_config = function_parse_config,
 	.publish = function_publish,
 };

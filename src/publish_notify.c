@@ -87,7 +87,7 @@ notify_publish(PublishItem *items, int n)
 
 const Publisher notify_publisher = {
 	.name = "notify",
-	.transactional = true,
+	.kind = PUBLISHER_IN_TRANSACTION,
 	.parse_config = notify_parse_config,
 	.publish = notify_publish,
 };

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * publisher.c
- *	  The registry of publishers, and what they share: the JSON envelope of
- *	  a message, route config accessors, and outcome recording.
+ *	  The registry of publishers (adding one is its own file and one line
+ *	  below), and what they share: the JSON envelope of a message, route
+ *	  config accessors, subtransactions, and outcome recording.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,10 +20,14 @@
 
 #include "publisher.h"
 
+extern const Publisher notify_publisher;	/* publish_notify.c */
+extern const Publisher function_publisher;	/* publish_function.c */
+extern const Publisher http_publisher;	/* publish_http.c */
+
 static const Publisher *const publishers[] = {
 	&notify_publisher,
-	&function_publisher,
 	&http_publisher,
+	&function_publisher,
 };
 
 /* The publisher called name, or NULL. */
@@ -35,6 +40,22 @@ publisher_lookup(const char *name)
 		if (strcmp(publishers[i]->name, name) == 0)
 			return publishers[i];
 	return NULL;
+}
+
+/* The names of every publisher, comma-separated (for error hints). */
+const char *
+publisher_names(void)
+{
+	static char names[256];
+
+	if (names[0] == '\0')
+		for (int i = 0; i < lengthof(publishers); i++)
+		{
+			if (i > 0)
+				strlcat(names, ", ", sizeof(names));
+			strlcat(names, publishers[i]->name, sizeof(names));
+		}
+	return names;
 }
 
 /* Append "key": and a JSON string (or null) to buf. */
@@ -154,6 +175,23 @@ jsonb_config_int(Jsonb *config, const char *key, int64 *value)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("route config field \"%s\" must be an integer", key)));
 	*value = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v.val.numeric)));
+	return true;
+}
+
+/* The boolean at key into *value; false when absent; ERROR when not one. */
+bool
+jsonb_config_bool(Jsonb *config, const char *key, bool *value)
+{
+	JsonbValue	v;
+
+	if (!getKeyJsonValueFromContainer(&config->root, key, strlen(key), &v) ||
+		v.type == jbvNull)
+		return false;
+	if (v.type != jbvBool)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("route config field \"%s\" must be true or false", key)));
+	*value = v.val.boolean;
 	return true;
 }
 

@@ -7,8 +7,9 @@
  * A pattern is an exact topic or a prefix ending in '*' ("orders.*"; "*"
  * alone matches every topic).  The most specific enabled route wins: an
  * exact match, else the matching prefix pattern with the longest prefix.
- * The SQL function txoutbox.route_for() applies the same rule for the
- * stats view.
+ * route_match_rank is the one place that rule is written: routes_match (the
+ * dispatcher), _route_index (the claim's per-route policy) and route_for()
+ * (the stats view) all use it.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,7 +24,10 @@
 #include "utils/jsonb.h"
 
 #include "publisher.h"
+#include "routes.h"
+#include "settings.h"
 #include "txoutbox.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(txoutbox_add_route);
 PG_FUNCTION_INFO_V1(txoutbox_route_index);
@@ -57,7 +61,12 @@ lookup_publisher_or_error(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown publisher \"%s\"", name),
-				 errhint("Use one of notify, http, function.")));
+				 errhint("Use one of %s.", publisher_names())));
+	if (p->unavailable)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("publisher \"%s\" is not available", name),
+				 errdetail("%s", p->unavailable)));
 	return p;
 }
 
@@ -163,7 +172,7 @@ txoutbox_add_route(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	/* messages that waited for this route can go now */
-	txoutbox_wake_at_commit();
+	wakeup_at_commit();
 	PG_RETURN_DATUM(result);
 }
 
@@ -235,6 +244,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		bool		isnull;
 		char	   *publisher;
 		size_t		len;
+		bool		is_prefix;
 
 		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		r->pattern = SPI_getvalue(tup, desc, 2);
@@ -242,25 +252,15 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		r->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		route_policy_default(&r->policy);
 		len = strlen(r->pattern);
-		r->is_prefix = len > 0 && r->pattern[len - 1] == '*';
-		r->prefix_len = r->is_prefix ? (int) len - 1 : 0;
 		r->publisher = publisher_lookup(publisher);
-
-		if (r->is_prefix)
-			all_prefixes[nall_prefix++] = pnstrdup(r->pattern, len - 1);
-		else
-			all_exact[nall_exact++] = r->pattern;
-		/* a route with all it may have in flight gets nothing more now */
-		if (r->publisher && r->publisher->capacity && r->publisher->capacity(r->id) == 0)
-			;
-		else if (r->is_prefix)
-			prefixes[nprefix++] = all_prefixes[nall_prefix - 1];
-		else
-			exact[nexact++] = r->pattern;
 
 		if (r->publisher == NULL)
 			r->broken = psprintf("route %lld names unknown publisher \"%s\"",
 								 (long long) r->id, publisher);
+		else if (r->publisher->unavailable)
+			r->broken = psprintf("route %lld (%s): publisher \"%s\" is not available: %s",
+								 (long long) r->id, r->pattern, publisher,
+								 r->publisher->unavailable);
 		else
 		{
 			ParseArgs	args = {r};
@@ -270,6 +270,19 @@ routes_load(RouteSet *set, MemoryContext cxt)
 				r->broken = psprintf("route %lld (%s) is misconfigured: %s",
 									 (long long) r->id, r->pattern, error);
 		}
+
+		is_prefix = len > 0 && r->pattern[len - 1] == '*';
+		if (is_prefix)
+			all_prefixes[nall_prefix++] = pnstrdup(r->pattern, len - 1);
+		else
+			all_exact[nall_exact++] = r->pattern;
+		/* a route with all it may have in flight gets nothing more now */
+		if (r->broken == NULL && r->publisher->capacity && r->publisher->capacity(r) == 0)
+			;
+		else if (is_prefix)
+			prefixes[nprefix++] = all_prefixes[nall_prefix - 1];
+		else
+			exact[nexact++] = r->pattern;
 	}
 	set->exact = text_array(exact, nexact);
 	set->prefixes = text_array(prefixes, nprefix);
@@ -278,25 +291,44 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * How specifically pattern (plen bytes) matches topic (tlen bytes): an
+ * exact match ranks above every prefix, a longer prefix above a shorter
+ * one; ROUTE_NO_MATCH when it does not match.
+ */
+int
+route_match_rank(const char *pattern, int plen, const char *topic, int tlen)
+{
+	if (plen > 0 && pattern[plen - 1] == '*')
+	{
+		if (plen - 1 <= tlen && memcmp(pattern, topic, plen - 1) == 0)
+			return plen - 1;
+		return ROUTE_NO_MATCH;
+	}
+	if (plen == tlen && memcmp(pattern, topic, plen) == 0)
+		return INT_MAX;
+	return ROUTE_NO_MATCH;
+}
+
 /* The most specific route for topic, or NULL. */
 OutboxRoute *
 routes_match(const RouteSet *set, const char *topic)
 {
 	OutboxRoute *best = NULL;
+	int			best_rank = ROUTE_NO_MATCH;
+	int			tlen = strlen(topic);
 	int			i;
 
 	for (i = 0; i < set->n; i++)
 	{
 		OutboxRoute *r = &set->routes[i];
+		int			rank = route_match_rank(r->pattern, strlen(r->pattern), topic, tlen);
 
-		if (!r->is_prefix)
+		if (rank > best_rank)
 		{
-			if (strcmp(r->pattern, topic) == 0)
-				return r;
-		}
-		else if (strncmp(r->pattern, topic, r->prefix_len) == 0 &&
-				 (best == NULL || r->prefix_len > best->prefix_len))
 			best = r;
+			best_rank = rank;
+		}
 	}
 	return best;
 }
@@ -317,33 +349,23 @@ txoutbox_route_index(PG_FUNCTION_ARGS)
 	int			np,
 				i,
 				best = -1,
-				best_len = -1;
+				best_rank = ROUTE_NO_MATCH;
 
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
 					  &patterns, &pnulls, &np);
 	for (i = 0; i < np; i++)
 	{
 		text	   *pat;
-		const char *p;
-		int			plen;
+		int			rank;
 
 		if (pnulls[i])
 			continue;
 		pat = DatumGetTextPP(patterns[i]);
-		p = VARDATA_ANY(pat);
-		plen = VARSIZE_ANY_EXHDR(pat);
-		if (plen > 0 && p[plen - 1] == '*')
-		{
-			if (plen - 1 <= tlen && memcmp(p, t, plen - 1) == 0 && plen - 1 > best_len)
-			{
-				best = i;
-				best_len = plen - 1;
-			}
-		}
-		else if (plen == tlen && memcmp(p, t, plen) == 0)
+		rank = route_match_rank(VARDATA_ANY(pat), VARSIZE_ANY_EXHDR(pat), t, tlen);
+		if (rank > best_rank)
 		{
 			best = i;
-			break;
+			best_rank = rank;
 		}
 	}
 	if (best < 0)

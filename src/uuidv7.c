@@ -20,7 +20,7 @@
 #include "fmgr.h"
 #include "utils/timestamp.h"
 
-#include "txoutbox.h"
+#include "uuidv7.h"
 
 /* State of this backend's generator: last millisecond and counter used. */
 static uint64 last_ms = 0;

@@ -1,0 +1,505 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatcher.c
+ *	  A dispatcher: the background worker that serves txoutbox.database,
+ *	  started by the launcher into one of the shared worker slots.
+ *
+ * It loops: a round (dispatch_worker.c), retention, then one wait
+ * (netpub_wait) on its latch, the network publishers' sockets and timers,
+ * and postmaster death, until a commit wakes it, a network request
+ * finishes (its outcome is then recorded at once), the next delayed or
+ * retrying message is due, or txoutbox.poll_interval passes.  It runs a
+ * full round at least once a second to notice a DROP DATABASE (or rename)
+ * waiting for it, and then exits so the drop is not blocked.  Errors are
+ * logged (once while they repeat), recorded for worker_status(), and
+ * followed by a growing pause; they never end the process.  SIGTERM exits
+ * at the next interrupt check, SIGHUP reloads the settings.
+ *
+ * Taking back leases: when a dispatcher starts, the messages still leased
+ * to its slot's consumer were in flight when its previous run exited.
+ * Those of network publishers are made claimable at once (at-least-once:
+ * they are sent again).  Those of the function publisher are the ones
+ * whose user code may have ended the process: they are published one at a
+ * time, each in a round of its own between normal rounds, so one that ends
+ * the process again uses up only its own attempts (and fails when they run
+ * out) while everything else keeps flowing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/lwlock.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "dispatch.h"
+#include "netpub.h"
+#include "outbox.h"
+#include "pg_compat.h"
+#include "shmem.h"
+#include "wakeup.h"
+#include "worker.h"
+
+#define DROP_CHECK_INTERVAL_MS	1000
+#define ERROR_DELAY_MAX_MS		30000
+#define PURGE_BATCH				1000
+#define PURGE_MAX_BATCHES		20
+#define PURGE_INTERVAL_MS		10000	/* between passes that finished */
+#define PURGE_BACKLOG_MS		100 /* after a pass that did not */
+
+typedef struct DispatcherState
+{
+	char	   *consumer;
+	bool		leases_taken_back;
+	bool		waiting_logged;
+	TimestampTz next_purge;
+	TimestampTz next_round;		/* run a full round by then at the latest */
+	/* messages to publish one at a time (see the file header) */
+	Datum	   *suspects;		/* uuids, in TopMemoryContext */
+	int			nsuspects;
+	int			next_suspect;
+} DispatcherState;
+
+static int	my_slot = -1;
+
+/* Set this dispatcher's state (and error text, when given) in its slot. */
+static void
+set_worker_state(WorkerState state, const char *error)
+{
+	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	slot->state = state;
+	if (error)
+		strlcpy(slot->last_error, error, TXOUTBOX_ERROR_LEN);
+	LWLockRelease(txoutbox_shared->lock);
+}
+
+/* Exit because this dispatcher is no longer wanted (not a failure). */
+pg_noreturn static void
+exit_on_purpose(void)
+{
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	txoutbox_shared->workers[my_slot].stopped_on_purpose = true;
+	LWLockRelease(txoutbox_shared->lock);
+	proc_exit(0);
+}
+
+/* Clear this dispatcher's slot on exit. */
+static void
+release_slot(int code, Datum arg)
+{
+	WorkerSlot *slot = &txoutbox_shared->workers[DatumGetInt32(arg)];
+
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	slot->latch = NULL;
+	slot->pid = 0;
+	slot->state = WORKER_STOPPED;
+	LWLockRelease(txoutbox_shared->lock);
+}
+
+/* Is a DROP DATABASE (or rename) waiting for us to leave?  In a transaction. */
+static bool
+database_being_dropped(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	if (LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return true;
+	LockRelease(&tag, AccessShareLock, false);
+	return false;
+}
+
+/*
+ * Take back what a previous run of this slot held when it exited (see the
+ * file header): network and notify messages claimable at once, function
+ * messages kept as suspects for one-at-a-time rounds.
+ */
+static void
+take_back_leases(DispatcherState *st)
+{
+	MemoryContext cxt = worker_xact_begin("txoutbox: taking back leases");
+	RouteSet	routes;
+	Datum	   *others;
+	int			nothers = 0;
+	int			n,
+				i;
+
+	routes_load(&routes, cxt);
+	n = outbox_leased_by(st->consumer);
+	others = palloc(sizeof(Datum) * Max(n, 1));
+	st->suspects = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * Max(n, 1));
+	st->nsuspects = 0;
+	st->next_suspect = 0;
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		Datum		id = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+		char	   *topic = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+		OutboxRoute *r = routes_match(&routes, topic);
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		Datum		copy = datumCopy(id, false, UUID_LEN);
+
+		MemoryContextSwitchTo(old);
+		if (r && !r->broken && r->publisher->kind == PUBLISHER_AFTER_LEASE)
+			st->suspects[st->nsuspects++] = copy;
+		else
+			others[nothers++] = copy;
+	}
+	if (nothers > 0)
+	{
+		(void) GetCurrentTransactionId();	/* then the clock (low_water.c) */
+		outbox_release_leases(PointerGetDatum(construct_array(others, nothers, UUIDOID, UUID_LEN,
+															  false, TYPALIGN_CHAR)),
+							  st->consumer, GetCurrentTimestamp());
+		wakeup_rescan_at_commit();	/* available from now: behind the marks */
+	}
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("txoutbox: %s took back %d message(s) claimed before it restarted",
+						st->consumer, n),
+				 st->nsuspects > 0 ?
+				 errdetail("%d of them, of function routes, are published one at a time.",
+						   st->nsuspects) : 0));
+	worker_xact_commit(cxt);
+}
+
+/*
+ * Retention: purge succeeded messages older than txoutbox.retention, in
+ * batches of PURGE_BATCH rows, one short transaction each, at most
+ * PURGE_MAX_BATCHES per call.  Returns true when it stopped with more to do.
+ */
+static bool
+purge_old_messages(void)
+{
+	TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 -(int64) txoutbox_retention_ms);
+	int			batches;
+
+	for (batches = 0; batches < PURGE_MAX_BATCHES; batches++)
+	{
+		MemoryContext cxt = worker_xact_begin("txoutbox: purging succeeded messages");
+		int64		deleted = outbox_purge_batch(cutoff, PURGE_BATCH);
+
+		worker_xact_commit(cxt);
+		if (deleted < PURGE_BATCH)
+			return false;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
+/* Options of this dispatcher's rounds. */
+static void
+dispatcher_options(DispatcherState *st, DispatchOptions *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->consumer = st->consumer;
+	opts->max_messages = txoutbox_batch_size;
+	opts->retry_delay_ms = -1;
+}
+
+/* Add a round's (or a collection's) counts to this dispatcher's slot. */
+static void
+record_counts(const DispatchCounts *counts, bool round)
+{
+	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+
+	if (!round && counts->succeeded == 0 && counts->failed == 0 &&
+		counts->last_error[0] == '\0')
+		return;					/* nothing to record: no lock taken */
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	if (round)
+	{
+		slot->rounds++;
+		slot->last_round_at = GetCurrentTimestamp();
+	}
+	slot->published += counts->succeeded;
+	slot->failed += counts->failed;
+	if (counts->last_error[0] != '\0')
+		strlcpy(slot->last_error, counts->last_error, TXOUTBOX_ERROR_LEN);
+	slot->state = WORKER_IDLE;
+	LWLockRelease(txoutbox_shared->lock);
+}
+
+/* Record what the network publishers finished since the last time. */
+static void
+dispatcher_collect(DispatcherState *st)
+{
+	DispatchOptions opts;
+	DispatchCounts counts;
+
+	dispatcher_options(st, &opts);
+	worker_collect(&opts, &counts);
+	record_counts(&counts, false);
+}
+
+/* The next suspect's round (see the file header), if any is left. */
+static void
+suspect_round(DispatcherState *st)
+{
+	DispatchOptions opts;
+	DispatchCounts counts;
+	Datum		id;
+
+	if (st->next_suspect >= st->nsuspects)
+		return;
+	id = st->suspects[st->next_suspect++];
+	dispatcher_options(st, &opts);
+	opts.max_messages = 1;
+	opts.only_ids = PointerGetDatum(construct_array(&id, 1, UUIDOID, UUID_LEN, false,
+													TYPALIGN_CHAR));
+	worker_round(&opts, &counts);
+	record_counts(&counts, true);
+}
+
+/*
+ * One iteration of the dispatcher: checks, a dispatch round, retention.
+ * Returns how long it may sleep, in ms.
+ */
+static long
+dispatcher_iteration(DispatcherState *st)
+{
+	DispatchOptions opts;
+	DispatchCounts counts;
+	bool		have_extension;
+	TimestampTz now;
+	long		sleep_ms = txoutbox_poll_interval_ms;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (RecoveryInProgress())
+	{
+		set_worker_state(WORKER_RECOVERY, NULL);
+		return txoutbox_poll_interval_ms;
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (database_being_dropped())
+	{
+		CommitTransactionCommand();
+		ereport(LOG,
+				(errmsg("txoutbox: database \"%s\" is being dropped or renamed; worker exits",
+						MyBgworkerEntry->bgw_extra)));
+		exit_on_purpose();
+	}
+	have_extension = OidIsValid(get_extension_oid("txoutbox", true));
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+
+	if (!have_extension)
+	{
+		if (!st->waiting_logged)
+			ereport(LOG,
+					(errmsg("txoutbox: extension txoutbox is not installed in database \"%s\"; waiting",
+							MyBgworkerEntry->bgw_extra),
+					 errhint("Run CREATE EXTENSION txoutbox in that database.")));
+		st->waiting_logged = true;
+		st->leases_taken_back = false;
+		set_worker_state(WORKER_WAITING_FOR_EXTENSION, NULL);
+		return txoutbox_poll_interval_ms;
+	}
+	st->waiting_logged = false;
+
+	if (!st->leases_taken_back)
+	{
+		take_back_leases(st);
+		st->leases_taken_back = true;
+	}
+
+	set_worker_state(WORKER_DISPATCHING, NULL);
+	suspect_round(st);
+	dispatcher_options(st, &opts);
+	worker_round(&opts, &counts);
+	record_counts(&counts, true);
+
+	now = GetCurrentTimestamp();
+	if (txoutbox_retention_ms > 0 && now >= st->next_purge)
+	{
+		bool		more = purge_old_messages();
+
+		st->next_purge = TimestampTzPlusMilliseconds(now, more ? PURGE_BACKLOG_MS : PURGE_INTERVAL_MS);
+	}
+
+	if (counts.claimed > 0 || st->next_suspect < st->nsuspects)
+		sleep_ms = 0;			/* more may be ready now (a full batch, or the
+								 * next message of an ordered key) */
+	else if (counts.next_due != DT_NOEND)
+		sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, counts.next_due) + 1);
+	/* a full round at least every DROP_CHECK_INTERVAL_MS (see header) */
+	return Min(sleep_ms, DROP_CHECK_INTERVAL_MS);
+}
+
+/* Claim slot my_slot for this process, or exit when another one has it. */
+static void
+claim_slot(void)
+{
+	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+
+	/*
+	 * One live process per slot: a launcher restarted while its dispatchers
+	 * ran may start a second one.  The slot's pid is cleared when its owner
+	 * exits (and shared memory is reset after a crash).
+	 */
+	if (slot->pid != 0 && slot->pid != MyProcPid)
+	{
+		pid_t		owner = slot->pid;
+
+		LWLockRelease(txoutbox_shared->lock);
+		ereport(LOG,
+				(errmsg("txoutbox: worker %d is already running (pid %d); exiting",
+						my_slot, (int) owner)));
+		proc_exit(0);
+	}
+	memset(slot, 0, sizeof(*slot));
+	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
+	slot->state = WORKER_STARTING;
+	slot->started_at = GetCurrentTimestamp();
+	LWLockRelease(txoutbox_shared->lock);
+	before_shmem_exit(release_slot, Int32GetDatum(my_slot));
+}
+
+/*
+ * After an ERROR in an iteration: release what PostgreSQL's own error
+ * recovery would (an ERROR may come while no transaction is open, in the
+ * network phase), log it once while it repeats, and record it.
+ */
+static void
+recover_from_error(char **last_logged_error)
+{
+	ErrorData  *edata;
+
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	if (*last_logged_error == NULL || strcmp(*last_logged_error, edata->message) != 0)
+	{
+		EmitErrorReport();
+		if (*last_logged_error)
+			pfree(*last_logged_error);
+		*last_logged_error = pstrdup(edata->message);
+	}
+	LWLockReleaseAll();
+	pgstat_report_wait_end();
+	AbortCurrentTransaction();
+	FlushErrorState();
+	netpub_recover_after_error();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	set_worker_state(WORKER_ERROR_BACKOFF, edata->message);
+	FreeErrorData(edata);
+	RESUME_INTERRUPTS();
+}
+
+/* Entry point of a dispatcher. */
+void
+txoutbox_dispatcher_main(Datum main_arg)
+{
+	DispatcherState st;
+	MemoryContext round_cxt;
+	char		dbname[NAMEDATALEN];
+	static char *last_logged_error = NULL;	/* static: kept across longjmp */
+	static long error_delay_ms = 0;
+	volatile bool full_round = true;
+
+	my_slot = DatumGetInt32(main_arg);
+	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+
+	/*
+	 * Our queries run with only pg_catalog on the search path, so nothing
+	 * planted in public can stand in for an operator or function they use.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	claim_slot();
+	memset(&st, 0, sizeof(st));
+	st.consumer = MemoryContextStrdup(TopMemoryContext, psprintf("txoutbox-worker-%d", my_slot));
+	pgstat_report_appname(psprintf("txoutbox worker %d", my_slot));
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "txoutbox round",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		volatile long sleep_ms = 0;
+		int			woke;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(dbname, txoutbox_database) != 0 || my_slot >= txoutbox_workers)
+				exit_on_purpose();	/* the launcher starts what is wanted now */
+		}
+
+		MemoryContextReset(round_cxt);
+		MemoryContextSwitchTo(round_cxt);
+		PG_TRY();
+		{
+			if (full_round)
+			{
+				sleep_ms = dispatcher_iteration(&st);
+				st.next_round = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+			}
+			else
+				dispatcher_collect(&st);
+			error_delay_ms = 0;
+			if (last_logged_error)
+			{
+				pfree(last_logged_error);
+				last_logged_error = NULL;
+			}
+		}
+		PG_CATCH();
+		{
+			recover_from_error(&last_logged_error);
+			error_delay_ms = Min(Max(error_delay_ms * 2, 250), ERROR_DELAY_MAX_MS);
+			st.next_round = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), error_delay_ms);
+			/* leases stay ours: requests may still be in flight under them */
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		/*
+		 * One wait for everything: the latch (a commit, a signal), the
+		 * network publishers' sockets and timers, and the next round's time.
+		 */
+		sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), st.next_round);
+		woke = sleep_ms > 0 ? netpub_wait(sleep_ms) : NETPUB_WOKE_TIMEOUT;
+		full_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT)) != 0 ||
+			GetCurrentTimestamp() >= st.next_round;
+		if (error_delay_ms > 0 && GetCurrentTimestamp() < st.next_round)
+			full_round = false;
+	}
+}

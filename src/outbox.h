@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.h
+ *	  The message state machine's statements (outbox.c), as the SQL
+ *	  functions and the dispatcher run them.  Every function here runs
+ *	  cached SPI plans: the caller is connected to SPI.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TXOUTBOX_OUTBOX_H
+#define TXOUTBOX_OUTBOX_H
+
+#include "datatype/timestamp.h"
+
+/* What to claim (see outbox_claim and outbox_lock_claimable). */
+typedef struct ClaimRequest
+{
+	const char *consumer;
+	int			max_messages;
+	const char *topic;			/* NULL: any topic */
+	TimestampTz lock_until;
+	TimestampTz as_of;
+	Datum		route_exact;	/* text[] of exact topics, or 0 for no filter */
+	Datum		route_prefixes; /* text[] of topic prefixes, or 0 */
+	const char *tenant;			/* only this tenant's messages, or NULL */
+	TimestampTz scan_from;		/* no claimable message is available before
+								 * this (the dispatcher's low-water mark), or
+								 * DT_NOBEGIN */
+	Datum		only_ids;		/* uuid[]: only these messages, or 0 */
+} ClaimRequest;
+
+extern int	outbox_claim(const ClaimRequest *req);	/* rows in SPI_tuptable */
+extern int	outbox_lock_claimable(const ClaimRequest *req);	/* likewise */
+extern void outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of,
+							  TimestampTz lock_until);
+extern int	outbox_mark_succeeded_many(Datum ids, const char *consumer,
+									   TimestampTz published_at, bool by_lock);
+extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
+									Datum max_attempts, Datum not_sent,
+									const char *consumer, TimestampTz failed_at,
+									bool by_lock);
+extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
+extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
+extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,
+										   Datum route_prefixes);
+extern int	outbox_leased_by(const char *consumer);	/* rows in SPI_tuptable */
+extern void outbox_release_leases(Datum ids, const char *consumer, TimestampTz at);
+extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);
+
+#endif							/* TXOUTBOX_OUTBOX_H */

@@ -1,0 +1,68 @@
+/*-------------------------------------------------------------------------
+ *
+ * routes.h
+ *	  Routes (routes.c): where a topic's messages go, the delivery policy a
+ *	  route's config may set, and the one matcher that picks a topic's
+ *	  route everywhere (the dispatcher, claim's per-route policy, and
+ *	  route_for() / the stats view).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TXOUTBOX_ROUTES_H
+#define TXOUTBOX_ROUTES_H
+
+#include "utils/jsonb.h"
+
+struct Publisher;
+
+/*
+ * Delivery policy any route's config may set, whatever its publisher:
+ * "ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms".
+ */
+typedef struct RoutePolicy
+{
+	bool		ordered;		/* per-key order: one message of a key at a time */
+	int32		max_attempts;	/* 0: the message's own max_attempts */
+	int64		retry_base_delay_ms;	/* < 0: txoutbox.retry_base_delay */
+	int64		retry_max_delay_ms; /* < 0: txoutbox.retry_max_delay */
+} RoutePolicy;
+
+/* An enabled route, with its config parsed by its publisher. */
+typedef struct OutboxRoute
+{
+	int64		id;
+	char	   *pattern;
+	const struct Publisher *publisher;
+	Jsonb	   *config;
+	RoutePolicy policy;			/* delivery policy from the config */
+	void	   *parsed;			/* what the publisher's parse_config returned */
+	char	   *broken;			/* why the route cannot be used, or NULL */
+} OutboxRoute;
+
+/* The enabled routes of one round. */
+typedef struct RouteSet
+{
+	int			n;
+	OutboxRoute *routes;
+	/* what a round may claim: the routes that have room now */
+	Datum		exact;			/* text[] of exact patterns */
+	Datum		prefixes;		/* text[] of the prefixes of prefix patterns */
+	/* the same for every enabled route */
+	Datum		all_exact;
+	Datum		all_prefixes;
+} RouteSet;
+
+/*
+ * How specifically pattern (plen bytes) matches topic: ROUTE_NO_MATCH, or a
+ * rank where higher wins (an exact match beats every prefix; a longer
+ * prefix beats a shorter one).
+ */
+#define ROUTE_NO_MATCH	(-1)
+extern int	route_match_rank(const char *pattern, int plen, const char *topic, int tlen);
+
+extern void route_policy_default(RoutePolicy *policy);
+extern void route_policy_parse(Jsonb *config, RoutePolicy *policy);
+extern void routes_load(RouteSet *set, MemoryContext cxt);
+extern OutboxRoute *routes_match(const RouteSet *set, const char *topic);
+
+#endif							/* TXOUTBOX_ROUTES_H */

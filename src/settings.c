@@ -1,0 +1,103 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *	  The settings of SPEC.md (txoutbox.*), each with the context its use
+ *	  calls for: what the postmaster or the workers read at start or reload
+ *	  is PGC_SIGHUP, what a session may tune for its own calls PGC_USERSET,
+ *	  and what decides where messages may go or whose they are PGC_SUSET.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "settings.h"
+
+char	   *txoutbox_database = NULL;
+int			txoutbox_workers = 1;
+int			txoutbox_batch_size = 500;
+int			txoutbox_poll_interval_ms = 1000;
+int			txoutbox_lock_timeout_ms = 60000;
+int			txoutbox_max_attempts = 10;
+int			txoutbox_retry_base_delay_ms = 1000;
+int			txoutbox_retry_max_delay_ms = 600000;
+int			txoutbox_retention_ms = 7 * 24 * 3600 * 1000;
+int			txoutbox_http_max_concurrency = 32;
+int			txoutbox_http_timeout_ms = 5000;
+char	   *txoutbox_http_allowed_hosts = NULL;
+char	   *txoutbox_tenant_id = NULL;
+
+
+/* The GUCs of SPEC.md, each with the context its use calls for. */
+void
+settings_define(void)
+{
+	DefineCustomStringVariable("txoutbox.database",
+							   "Database whose outbox the background workers serve.",
+							   NULL, &txoutbox_database, "postgres",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.workers",
+							"Number of dispatcher background workers (0 disables the worker).",
+							NULL, &txoutbox_workers, 1, 0, TXOUTBOX_MAX_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.batch_size",
+							"Messages a dispatcher claims per round.",
+							NULL, &txoutbox_batch_size, 500, 1, TXOUTBOX_MAX_CLAIM,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.poll_interval",
+							"Longest a dispatcher sleeps without being woken by a commit.",
+							NULL, &txoutbox_poll_interval_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.lock_timeout",
+							"Lease of a claim: how long a claimed message stays with its consumer.",
+							NULL, &txoutbox_lock_timeout_ms, 60000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.max_attempts",
+							"Default number of attempts before a message is failed.",
+							NULL, &txoutbox_max_attempts, 10, 1, 1000000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.retry_base_delay",
+							"Delay before the first retry; doubled on each further attempt.",
+							NULL, &txoutbox_retry_base_delay_ms, 1000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.retry_max_delay",
+							"Longest delay between two attempts.",
+							NULL, &txoutbox_retry_max_delay_ms, 600000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.retention",
+							"Succeeded messages older than this are purged by the worker; 0 keeps them.",
+							NULL, &txoutbox_retention_ms, 7 * 24 * 3600 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.http_max_concurrency",
+							"Most webhook requests a dispatcher has in flight at once.",
+							NULL, &txoutbox_http_max_concurrency, 32, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.http_timeout",
+							"Default timeout of a webhook request.",
+							NULL, &txoutbox_http_timeout_ms, 5000, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("txoutbox.http_allowed_hosts",
+							   "Comma-separated host names webhook routes may point to; empty allows any.",
+							   NULL, &txoutbox_http_allowed_hosts, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("txoutbox.tenant_id",
+							   "Tenant the session is bound to: its txoutbox calls see and act on that tenant's messages only.",
+							   "Set per role by an administrator (ALTER ROLE ... SET txoutbox.tenant_id); only superusers, or roles granted SET on it, can change it.",
+							   &txoutbox_tenant_id, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("txoutbox");
+}
+
+/* The tenant this session is bound to (txoutbox.tenant_id), or NULL. */
+const char *
+settings_bound_tenant(void)
+{
+	if (txoutbox_tenant_id == NULL || txoutbox_tenant_id[0] == '\0')
+		return NULL;
+	return txoutbox_tenant_id;
+}

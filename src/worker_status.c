@@ -1,0 +1,68 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_status.c
+ *	  worker_status(): what each dispatcher slot in shared memory says.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "shmem.h"
+#include "txoutbox.h"
+
+PG_FUNCTION_INFO_V1(txoutbox_worker_status);
+
+static const char *const state_names[] = {
+	[WORKER_STOPPED] = "stopped",
+	[WORKER_STARTING] = "starting",
+	[WORKER_IDLE] = "idle",
+	[WORKER_DISPATCHING] = "dispatching",
+	[WORKER_WAITING_FOR_EXTENSION] = "waiting for extension",
+	[WORKER_RECOVERY] = "recovery",
+	[WORKER_ERROR_BACKOFF] = "error backoff",
+};
+
+/* SQL: worker_status(): one row per dispatcher slot in use. */
+Datum
+txoutbox_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	txoutbox_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (i = 0; i < TXOUTBOX_MAX_WORKERS; i++)
+	{
+		WorkerSlot	s;
+		Datum		values[9];
+		bool		nulls[9] = {0};
+
+		LWLockAcquire(txoutbox_shared->lock, LW_SHARED);
+		memcpy(&s, &txoutbox_shared->workers[i], sizeof(s));
+		LWLockRelease(txoutbox_shared->lock);
+
+		if (s.pid == 0 && i >= txoutbox_workers)
+			continue;
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum(s.pid);
+		nulls[1] = (s.pid == 0);
+		values[2] = CStringGetTextDatum(state_names[s.state]);
+		values[3] = TimestampTzGetDatum(s.started_at);
+		nulls[3] = (s.started_at == 0);
+		values[4] = TimestampTzGetDatum(s.last_round_at);
+		nulls[4] = (s.last_round_at == 0);
+		values[5] = Int64GetDatum(s.rounds);
+		values[6] = Int64GetDatum(s.published);
+		values[7] = Int64GetDatum(s.failed);
+		values[8] = CStringGetTextDatum(s.last_error);
+		nulls[8] = (s.last_error[0] == '\0');
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
