@@ -25,13 +25,33 @@ OBJS = \
 	src/http_config.o \
 	src/http_request.o \
 	src/http_transport.o \
-	src/publish_http.o
+	src/publish_http.o \
+	src/publish_nats.o \
+	src/publish_amqp.o \
+	src/publish_redis.o
 DATA = $(wildcard sql/txoutbox--*.sql)
 PGFILEDESC = "txoutbox - transactional outbox with an in-database dispatcher"
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 # export only what PostgreSQL looks up (src/exports.map says why)
 SHLIB_LINK = -lcurl -Wl,--version-script=$(srcdir)/src/exports.map
+
+# The broker publishers need their client libraries (Debian: libnats-dev,
+# librabbitmq-dev, libhiredis-dev).  Each is built when its header is found;
+# without it the publisher is left out and add_route says so (0A000).
+has_header = $(shell printf '\043include <%s>\n' $(1) | $(CC) $(CPPFLAGS) -E - >/dev/null 2>&1 && echo yes)
+ifeq ($(call has_header,nats/nats.h),yes)
+PG_CPPFLAGS += -DTXOUTBOX_WITH_NATS
+SHLIB_LINK += -lnats
+endif
+ifeq ($(or $(call has_header,rabbitmq-c/amqp.h),$(call has_header,amqp.h)),yes)
+PG_CPPFLAGS += -DTXOUTBOX_WITH_AMQP
+SHLIB_LINK += -lrabbitmq
+endif
+ifeq ($(call has_header,hiredis/hiredis.h),yes)
+PG_CPPFLAGS += -DTXOUTBOX_WITH_REDIS
+SHLIB_LINK += -lhiredis
+endif
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.

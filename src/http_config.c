@@ -292,7 +292,6 @@ http_parse_config(Jsonb *config)
 	char	   *url;
 	char	   *method;
 	char	   *secret;
-	char	   *body;
 	int64		timeout;
 
 	jsonb_config_check_keys(config, "http", http_keys);
@@ -332,14 +331,6 @@ http_parse_config(Jsonb *config)
 	if (secret != NULL)
 		parse_secret(route, secret);
 
-	body = jsonb_config_string(config, "body");
-	if (body == NULL || strcmp(body, "payload") == 0)
-		route->envelope = false;
-	else if (strcmp(body, "envelope") == 0)
-		route->envelope = true;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("body of an http route must be \"payload\" or \"envelope\"")));
+	route->body = publisher_config_body(config, "http");
 	return route;
 }

@@ -178,10 +178,7 @@ http_request_prepare(NetRequest *req, const PublishItem *item)
 	r->cfg_timeout_ms = route->timeout_ms > 0 ? route->timeout_ms : txoutbox_http_timeout_ms;
 
 	initStringInfo(&body);
-	if (route->envelope)
-		publisher_build_envelope(&body, msg, true);
-	else
-		JsonbToCString(&body, &msg->payload->root, VARSIZE(msg->payload));
+	publisher_build_body(&body, msg, route->body);
 	r->body = body.data;
 	r->body_len = body.len;
 

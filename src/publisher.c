@@ -23,11 +23,17 @@
 extern const Publisher notify_publisher;	/* publish_notify.c */
 extern const Publisher function_publisher;	/* publish_function.c */
 extern const Publisher http_publisher;	/* publish_http.c */
+extern const Publisher nats_publisher;	/* publish_nats.c */
+extern const Publisher amqp_publisher;	/* publish_amqp.c */
+extern const Publisher redis_publisher; /* publish_redis.c */
 
 static const Publisher *const publishers[] = {
 	&notify_publisher,
 	&http_publisher,
 	&function_publisher,
+	&nats_publisher,
+	&amqp_publisher,
+	&redis_publisher,
 };
 
 /* The publisher called name, or NULL. */
@@ -98,6 +104,96 @@ publisher_build_envelope(StringInfo buf, const OutboxMessage *msg, bool with_pay
 	if (!with_payload)
 		appendStringInfoString(buf, ",\"truncated\":true");
 	appendStringInfoChar(buf, '}');
+}
+
+/* The body of a message as the route's "body" says (payload or envelope). */
+void
+publisher_build_body(StringInfo buf, const OutboxMessage *msg, PublishBody body)
+{
+	if (body == PUBLISH_BODY_ENVELOPE)
+		publisher_build_envelope(buf, msg, true);
+	else
+		JsonbToCString(buf, &msg->payload->root, VARSIZE(msg->payload));
+}
+
+/* The route config's "body": "payload" (the default) or "envelope". */
+PublishBody
+publisher_config_body(Jsonb *config, const char *publisher)
+{
+	char	   *body = jsonb_config_string(config, "body");
+
+	if (body == NULL || strcmp(body, "payload") == 0)
+		return PUBLISH_BODY_PAYLOAD;
+	if (strcmp(body, "envelope") == 0)
+		return PUBLISH_BODY_ENVELOPE;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("route config field \"body\" of a %s route must be \"payload\" or \"envelope\"", publisher)));
+}
+
+/* The placeholders a name in a route's config may use. */
+static const char *const placeholders[] = {"{topic}", "{message_key}", "{tenant_id}", NULL};
+
+/*
+ * ERROR unless every "{...}" in template (the route config's field) is one
+ * of the placeholders.
+ */
+void
+publisher_check_placeholders(const char *template, const char *field, const char *publisher)
+{
+	const char *p = template;
+
+	while ((p = strchr(p, '{')) != NULL)
+	{
+		const char *const *ph;
+		bool		known = false;
+
+		for (ph = placeholders; *ph; ph++)
+			if (strncmp(p, *ph, strlen(*ph)) == 0)
+				known = true;
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown placeholder in \"%s\" of a %s route", field, publisher),
+					 errhint("Use {topic}, {message_key} or {tenant_id}.")));
+		p++;
+	}
+}
+
+/*
+ * template with {topic}, {message_key} and {tenant_id} replaced by the
+ * message's (a null key or tenant becomes the empty string).
+ */
+char *
+publisher_expand_placeholders(const char *template, const OutboxMessage *msg)
+{
+	StringInfoData buf;
+	const char *p = template;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		if (strncmp(p, "{topic}", 7) == 0)
+		{
+			appendStringInfoString(&buf, msg->topic);
+			p += 7;
+		}
+		else if (strncmp(p, "{message_key}", 13) == 0)
+		{
+			if (msg->message_key)
+				appendStringInfoString(&buf, msg->message_key);
+			p += 13;
+		}
+		else if (strncmp(p, "{tenant_id}", 11) == 0)
+		{
+			if (msg->tenant_id)
+				appendStringInfoString(&buf, msg->tenant_id);
+			p += 11;
+		}
+		else
+			appendStringInfoChar(&buf, *p++);
+	}
+	return buf.data;
 }
 
 /* Keys of the delivery policy, allowed in every route's config (routes.c). */

@@ -100,9 +100,21 @@ typedef struct Publisher
 extern const Publisher *publisher_lookup(const char *name);
 extern const char *publisher_names(void);
 
+/* What a published body is: "body" in a route's config. */
+typedef enum PublishBody
+{
+	PUBLISH_BODY_PAYLOAD,		/* the message's payload (the default) */
+	PUBLISH_BODY_ENVELOPE		/* the JSON envelope (SPEC.md, notify) */
+} PublishBody;
+
 /* what publishers share (publisher.c) */
 extern void publisher_build_envelope(StringInfo buf, const OutboxMessage *msg,
 									 bool with_payload);
+extern void publisher_build_body(StringInfo buf, const OutboxMessage *msg, PublishBody body);
+extern PublishBody publisher_config_body(Jsonb *config, const char *publisher);
+extern void publisher_check_placeholders(const char *template, const char *field,
+										 const char *publisher);
+extern char *publisher_expand_placeholders(const char *template, const OutboxMessage *msg);
 extern void jsonb_config_check_keys(Jsonb *config, const char *publisher,
 									const char *const *allowed);
 extern char *jsonb_config_string(Jsonb *config, const char *key);
