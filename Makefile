@@ -11,6 +11,8 @@ OBJS = \
 	src/outbox.o \
 	src/message_insert.o \
 	src/routes.o \
+	src/route_state.o \
+	src/route_health.o \
 	src/low_water.o \
 	src/dispatch.o \
 	src/dispatch_session.o \

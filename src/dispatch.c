@@ -4,8 +4,9 @@
  *	  What both kinds of dispatch round share (dispatch()'s round in a
  *	  session, dispatch_session.c; the worker's, dispatch_worker.c): claim
  *	  the claimable messages and group them by their route's publisher,
- *	  lease the ones published after the claim commits, publish the
- *	  in-transaction ones, and mark outcomes.  Every function here runs in a
+ *	  keep what each route may take now (its limits), lease the ones
+ *	  published after the claim commits, publish the in-transaction ones,
+ *	  and mark outcomes (counted in the routes' state as well).  Every function here runs in a
  *	  transaction, connected to SPI.
  *
  * Memory: what a round keeps is allocated in the memory context current
@@ -27,6 +28,7 @@
 
 #include "dispatch.h"
 #include "message.h"
+#include "route_state.h"
 #include "settings.h"
 
 /* Zeroed counts with nothing due. */
@@ -147,45 +149,56 @@ dispatch_fail_unroutable(PublishBatch *batch)
 }
 
 /*
- * Lease a batch's messages from now (status processing, attempt counted),
- * setting their lease_until.  within_capacity: keep only what each route's
- * publisher has room for (Publisher.capacity) and drop the rest from the
- * batch (untouched, they are claimable again when this transaction ends).
+ * Keep of a batch only what each route may take this round: its room (see
+ * routes_load: nothing while paused, its breaker open, out of tokens, or
+ * with all it may have in flight), taking the route's tokens or its probe
+ * (route_state_take).  The rest are dropped from the batch untouched: they
+ * are claimable again when this transaction ends.
  */
 void
-dispatch_lease(PublishBatch *batch, const DispatchOptions *opts, const RouteSet *routes,
-			   bool within_capacity)
+dispatch_limit(PublishBatch *batch, const RouteSet *routes)
 {
-	int		   *room = palloc(sizeof(int) * Max(routes->n, 1));
+	int		   *allowed = palloc0(sizeof(int) * Max(routes->n, 1));
+	int			kept = 0;
+	int			i;
+
+	for (i = 0; i < batch->n; i++)
+		allowed[batch->items[i].route - routes->routes]++;
+	for (i = 0; i < routes->n; i++)
+		if (allowed[i] > 0)
+			allowed[i] = route_state_take(&routes->routes[i], Min(allowed[i], routes->routes[i].room));
+	for (i = 0; i < batch->n; i++)
+	{
+		int			r = batch->items[i].route - routes->routes;
+
+		if (allowed[r] == 0)
+			continue;
+		allowed[r]--;
+		batch->items[kept++] = batch->items[i];
+	}
+	batch->n = kept;
+}
+
+/*
+ * Lease a batch's messages from now (status processing, attempt counted),
+ * setting their lease_until.
+ */
+void
+dispatch_lease(PublishBatch *batch, const DispatchOptions *opts)
+{
 	Datum	   *ids = palloc(sizeof(Datum) * Max(batch->n, 1));
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz lease_until = opts->lock_until != 0 ? opts->lock_until :
 		TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
-	int			kept = 0;
 	int			i;
 
-	for (i = 0; i < routes->n; i++)
-		room[i] = -1;			/* not asked yet */
 	for (i = 0; i < batch->n; i++)
 	{
-		PublishItem *it = &batch->items[i];
-		int			r = it->route - routes->routes;
-
-		if (within_capacity)
-		{
-			if (room[r] < 0)
-				room[r] = batch->publisher->capacity ? batch->publisher->capacity(it->route) : INT_MAX;
-			if (room[r] == 0)
-				continue;
-			room[r]--;
-		}
-		it->msg->lease_until = lease_until;
-		batch->items[kept] = *it;
-		ids[kept++] = UUIDPGetDatum(&it->msg->id);
+		batch->items[i].msg->lease_until = lease_until;
+		ids[i] = UUIDPGetDatum(&batch->items[i].msg->id);
 	}
-	batch->n = kept;
-	if (kept > 0)
-		outbox_lease_many(id_array(ids, kept), opts->consumer, now, lease_until);
+	if (batch->n > 0)
+		outbox_lease_many(id_array(ids, batch->n), opts->consumer, now, lease_until);
 }
 
 /* The delay before the next attempt of a retried item. */
@@ -244,6 +257,7 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 
 		if (it->outcome == PUBLISH_IN_FLIGHT)
 			continue;			/* marked when collected */
+		route_state_record(it);
 		if (it->outcome == PUBLISH_SUCCEEDED)
 		{
 			ok_ids[nok++] = UUIDPGetDatum(&it->msg->id);

@@ -60,8 +60,8 @@ extern void dispatch_claim(const DispatchOptions *opts, const RouteSet *routes,
 						   ClaimRequest *req, ClaimedRound *round, MemoryContext cxt);
 extern void dispatch_publish_in_transaction(PublishBatch *batch);
 extern void dispatch_fail_unroutable(PublishBatch *batch);
-extern void dispatch_lease(PublishBatch *batch, const DispatchOptions *opts,
-						   const RouteSet *routes, bool within_capacity);
+extern void dispatch_limit(PublishBatch *batch, const RouteSet *routes);
+extern void dispatch_lease(PublishBatch *batch, const DispatchOptions *opts);
 extern void dispatch_mark(const PublishBatch *batch, const DispatchOptions *opts,
 						  bool by_lock, DispatchCounts *counts);
 

@@ -60,7 +60,6 @@ session_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.scan_from = DT_NOBEGIN;
 
 	dispatch_claim(opts, &routes, &req, &round, CurrentMemoryContext);
-	counts->claimed = round.nclaimed;
 	for (b = 0; b < round.nbatches; b++)
 	{
 		PublishBatch *batch = &round.batches[b];
@@ -68,7 +67,11 @@ session_round(const DispatchOptions *opts, DispatchCounts *counts)
 		if (batch->publisher == NULL)
 			dispatch_fail_unroutable(batch);
 		else
+		{
+			dispatch_limit(batch, &routes);
 			dispatch_publish_in_transaction(batch);
+		}
+		counts->claimed += batch->n;
 		dispatch_mark(batch, opts, true, counts);
 	}
 	SPI_finish();

@@ -6,11 +6,12 @@
  *
  * A round is at most three short transactions and no transaction during
  * network I/O:
- *	1. claim: lock the claimable messages (from the low-water mark), publish
- *	   those of in-transaction publishers (notify) and mark them, so they
- *	   commit together; lease those of after-lease publishers (function) and
- *	   of network publishers (as many as each route has room for; the rest
- *	   stay untouched); commit.
+ *	1. claim: lock the claimable messages (from the low-water mark; no more
+ *	   than the routes may take now), keep what each route may take
+ *	   (dispatch_limit; the rest stay untouched), publish those of
+ *	   in-transaction publishers (notify) and mark them, so they commit
+ *	   together; lease those of after-lease publishers (function) and of
+ *	   network publishers; commit.
  *	2. after-lease publishers, each message in a subtransaction, and their
  *	   marks; commit.  The attempt was counted in 1, so user code that ends
  *	   the process cannot be retried more often than its attempts allow.
@@ -92,30 +93,6 @@ worker_xact_commit(MemoryContext cxt)
 }
 
 /*
- * How many messages this round may lock: when every route publishes over
- * the network, no more than they have room for (what they cannot take
- * would only be locked and let go again).
- */
-static int
-claim_limit(const DispatchOptions *opts, const RouteSet *routes)
-{
-	int64		room = 0;
-	int			i;
-
-	if (routes->n == 0)
-		return opts->max_messages;
-	for (i = 0; i < routes->n; i++)
-	{
-		const OutboxRoute *r = &routes->routes[i];
-
-		if (r->broken || r->publisher->kind != PUBLISHER_NETWORK || r->publisher->capacity == NULL)
-			return opts->max_messages;
-		room += r->publisher->capacity(r);
-	}
-	return (int) Max(Min(room, opts->max_messages), 1);
-}
-
-/*
  * Mark the items of batches (those not in flight) and of what netpub
  * finished since the last collection, in one short transaction; count what
  * is still in flight.  Called with no transaction open.
@@ -169,7 +146,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	now = GetCurrentTransactionStartTimestamp();
 	memset(&req, 0, sizeof(req));
 	req.consumer = opts->consumer;
-	req.max_messages = claim_limit(opts, &routes);
+	/* no more than the routes may take now: the rest would only be locked */
+	req.max_messages = (int) Max(Min(routes.room, opts->max_messages), 1);
 	req.as_of = now;
 	req.lock_until = TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
 	req.route_exact = routes.exact;
@@ -196,6 +174,7 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 		}
 		else if (batch->publisher->kind == PUBLISHER_IN_TRANSACTION)
 		{
+			dispatch_limit(batch, &routes);
 			dispatch_publish_in_transaction(batch);
 			dispatch_mark(batch, opts, true, counts);
 			counts->claimed += batch->n;
@@ -208,7 +187,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 
 		if (batch->publisher == NULL || batch->publisher->kind == PUBLISHER_IN_TRANSACTION)
 			continue;
-		dispatch_lease(batch, opts, &routes, batch->publisher->kind == PUBLISHER_NETWORK);
+		dispatch_limit(batch, &routes);
+		dispatch_lease(batch, opts);
 		counts->claimed += batch->n;
 		if (batch->n == 0)
 			continue;
@@ -218,6 +198,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 			after_lease[nafter++] = *batch;
 	}
 	counts->next_due = outbox_next_due(routes.exact, routes.prefixes);
+	if (routes.next_unblock != 0 && routes.next_unblock < counts->next_due)
+		counts->next_due = routes.next_unblock;
 	worker_xact_commit(round_cxt);
 
 	/* 2: after-lease publishers, in a transaction of their own */

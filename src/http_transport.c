@@ -412,6 +412,7 @@ complete_transfer(HttpRequest *r, CURLcode result)
 		PublishOutcome outcome;
 		MemoryContext old = MemoryContextSwitchTo(r->base.cxt);
 
+		settings_inject_fault("network_completion");
 		outcome = classify_result(r, result, &retry_after_ms, &error);
 		MemoryContextSwitchTo(old);
 		release_transfer(r);
@@ -426,7 +427,7 @@ complete_transfer(HttpRequest *r, CURLcode result)
 		release_transfer(r);
 		http_request_release(r);
 		if (r->base.state == NETREQ_RUNNING)
-			netpub_finish(&r->base, PUBLISH_RETRY, -1, NULL);
+			netpub_finish(&r->base, PUBLISH_RETRY, -1, "internal error while completing the request");
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

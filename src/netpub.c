@@ -36,6 +36,7 @@
 
 #include "netpub.h"
 #include "pg_compat.h"
+#include "route_state.h"
 #include "settings.h"
 
 #define NETPUB_MAX_SOCKETS		4096
@@ -291,7 +292,14 @@ start_request(NetRequest *req, TimestampTz now)
 	TransportState *ts = transport_state(req->transport);
 	int			budget_ms = INT_MAX;
 	int			ahead = nrunning + nwaiting - 1;
+	const char *blocked;
 
+	blocked = route_state_blocked(&req->route);
+	if (blocked != NULL)
+	{
+		netpub_finish_unsent(req, "not sent: %s", blocked);
+		return;
+	}
 	if (req->deadline != 0)
 	{
 		long		left = TimestampDifferenceMilliseconds(now, req->deadline);

@@ -198,7 +198,8 @@ publisher_expand_placeholders(const char *template, const OutboxMessage *msg)
 
 /* Keys of the delivery policy, allowed in every route's config (routes.c). */
 static const char *const policy_keys[] = {
-	"ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms", NULL
+	"ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms",
+	"rate_limit", "breaker_failures", "breaker_cooldown_ms", "breaker_max_cooldown_ms", NULL
 };
 
 /* Is key (of len bytes) one of the NULL-ended list? */

@@ -24,6 +24,7 @@
 #include "utils/jsonb.h"
 
 #include "publisher.h"
+#include "route_state.h"
 #include "routes.h"
 #include "settings.h"
 #include "txoutbox.h"
@@ -94,6 +95,10 @@ route_policy_default(RoutePolicy *policy)
 	policy->max_attempts = 0;
 	policy->retry_base_delay_ms = -1;
 	policy->retry_max_delay_ms = -1;
+	policy->rate_limit = 0;
+	policy->breaker_failures = -1;
+	policy->breaker_cooldown_ms = 0;
+	policy->breaker_max_cooldown_ms = 0;
 }
 
 /*
@@ -117,6 +122,24 @@ route_policy_parse(Jsonb *config, RoutePolicy *policy)
 	policy->max_attempts = (int32) policy_int(config, "max_attempts", 1, 1000000, 0);
 	policy->retry_base_delay_ms = policy_int(config, "retry_base_delay_ms", 1, INT_MAX, -1);
 	policy->retry_max_delay_ms = policy_int(config, "retry_max_delay_ms", 1, INT_MAX, -1);
+	if (getKeyJsonValueFromContainer(&config->root, "rate_limit", 10, &v) && v.type != jbvNull)
+	{
+		double		rate;
+
+		if (v.type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("route config field \"rate_limit\" must be a number of messages per second")));
+		rate = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
+		if (!(rate > 0 && rate <= 1000000))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("route config field \"rate_limit\" must be above 0 and at most 1000000")));
+		policy->rate_limit = rate;
+	}
+	policy->breaker_failures = (int32) policy_int(config, "breaker_failures", 0, 1000000, -1);
+	policy->breaker_cooldown_ms = (int32) policy_int(config, "breaker_cooldown_ms", 1, INT_MAX, 0);
+	policy->breaker_max_cooldown_ms = (int32) policy_int(config, "breaker_max_cooldown_ms", 1, INT_MAX, 0);
 }
 
 /* SQL: add_route(topic_pattern, publisher, config) */
@@ -224,12 +247,14 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	int			nall_prefix = 0;
 	uint64		i;
 
-	if (SPI_execute("SELECT id, topic_pattern, publisher, config FROM txoutbox.routes"
-					" WHERE enabled ORDER BY id", true, 0) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT id, topic_pattern, publisher, config, paused_at IS NOT NULL"
+					" FROM txoutbox.routes WHERE enabled ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "txoutbox: could not read routes");
 
 	old = MemoryContextSwitchTo(cxt);
 	set->n = (int) SPI_processed;
+	set->room = 0;
+	set->next_unblock = 0;
 	set->routes = palloc0(sizeof(OutboxRoute) * Max(set->n, 1));
 	exact = palloc(sizeof(char *) * Max(set->n, 1));
 	prefixes = palloc(sizeof(char *) * Max(set->n, 1));
@@ -250,6 +275,8 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		r->pattern = SPI_getvalue(tup, desc, 2);
 		publisher = SPI_getvalue(tup, desc, 3);
 		r->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		r->paused = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		r->room = 0;
 		route_policy_default(&r->policy);
 		len = strlen(r->pattern);
 		r->publisher = publisher_lookup(publisher);
@@ -276,8 +303,26 @@ routes_load(RouteSet *set, MemoryContext cxt)
 			all_prefixes[nall_prefix++] = pnstrdup(r->pattern, len - 1);
 		else
 			all_exact[nall_exact++] = r->pattern;
-		/* a route with all it may have in flight gets nothing more now */
-		if (r->broken == NULL && r->publisher->capacity && r->publisher->capacity(r) == 0)
+		/*
+		 * What it may take this round: nothing while paused, held by its
+		 * endpoint, its breaker open, out of tokens, or with all it may
+		 * have in flight; such a route is not claimed from now.
+		 */
+		if (r->broken == NULL)
+		{
+			TimestampTz next_change = 0;
+
+			r->room = route_state_room(r, &next_change);
+			if (r->room > 0 && r->publisher->capacity)
+				r->room = Min(r->room, r->publisher->capacity(r));
+			if (r->room == 0 && next_change != 0 &&
+				(set->next_unblock == 0 || next_change < set->next_unblock))
+				set->next_unblock = next_change;
+			set->room = Min((int64) INT_MAX, set->room + r->room);
+		}
+		else
+			set->room = INT_MAX;	/* its messages fail with the reason */
+		if (r->broken == NULL && r->room == 0)
 			;
 		else if (is_prefix)
 			prefixes[nprefix++] = all_prefixes[nall_prefix - 1];

@@ -17,7 +17,9 @@ struct Publisher;
 
 /*
  * Delivery policy any route's config may set, whatever its publisher:
- * "ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms".
+ * "ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms",
+ * "rate_limit", and for network publishers the circuit breaker's
+ * "breaker_failures", "breaker_cooldown_ms", "breaker_max_cooldown_ms".
  */
 typedef struct RoutePolicy
 {
@@ -25,6 +27,10 @@ typedef struct RoutePolicy
 	int32		max_attempts;	/* 0: the message's own max_attempts */
 	int64		retry_base_delay_ms;	/* < 0: txoutbox.retry_base_delay */
 	int64		retry_max_delay_ms; /* < 0: txoutbox.retry_max_delay */
+	double		rate_limit;		/* messages per second; 0: none */
+	int32		breaker_failures;	/* < 0: txoutbox.breaker_failures; 0: off */
+	int32		breaker_cooldown_ms;	/* 0: txoutbox.breaker_cooldown */
+	int32		breaker_max_cooldown_ms;	/* 0: txoutbox.breaker_max_cooldown */
 } RoutePolicy;
 
 /* An enabled route, with its config parsed by its publisher. */
@@ -37,6 +43,9 @@ typedef struct OutboxRoute
 	RoutePolicy policy;			/* delivery policy from the config */
 	void	   *parsed;			/* what the publisher's parse_config returned */
 	char	   *broken;			/* why the route cannot be used, or NULL */
+	bool		paused;			/* pause_route(): nothing is claimed for it */
+	int			room;			/* how many messages it takes this round
+								 * (INT_MAX: no limit) */
 } OutboxRoute;
 
 /* The enabled routes of one round. */
@@ -50,6 +59,8 @@ typedef struct RouteSet
 	/* the same for every enabled route */
 	Datum		all_exact;
 	Datum		all_prefixes;
+	int64		room;			/* sum of the routes' room, or INT_MAX */
+	TimestampTz next_unblock;	/* when a route with no room may get some, or 0 */
 } RouteSet;
 
 /*

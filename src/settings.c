@@ -27,8 +27,12 @@ int			txoutbox_retry_max_delay_ms = 600000;
 int			txoutbox_retention_ms = 7 * 24 * 3600 * 1000;
 int			txoutbox_http_max_concurrency = 32;
 int			txoutbox_http_timeout_ms = 5000;
+int			txoutbox_breaker_failures = 5;
+int			txoutbox_breaker_cooldown_ms = 1000;
+int			txoutbox_breaker_max_cooldown_ms = 60000;
 char	   *txoutbox_http_allowed_hosts = NULL;
 char	   *txoutbox_tenant_id = NULL;
+char	   *txoutbox_fault_injection = NULL;
 
 
 /* The GUCs of SPEC.md, each with the context its use calls for. */
@@ -79,6 +83,18 @@ settings_define(void)
 							"Default timeout of a webhook request.",
 							NULL, &txoutbox_http_timeout_ms, 5000, 1, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.breaker_failures",
+							"Consecutive endpoint failures that open a network route's circuit breaker (0 turns it off).",
+							NULL, &txoutbox_breaker_failures, 5, 0, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.breaker_cooldown",
+							"How long an open circuit breaker waits before its first probe.",
+							NULL, &txoutbox_breaker_cooldown_ms, 1000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.breaker_max_cooldown",
+							"Longest wait between two probes of an open circuit breaker (the wait doubles while probes fail).",
+							NULL, &txoutbox_breaker_max_cooldown_ms, 60000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("txoutbox.http_allowed_hosts",
 							   "Comma-separated host names webhook routes may point to; empty allows any.",
 							   NULL, &txoutbox_http_allowed_hosts, "",
@@ -90,7 +106,25 @@ settings_define(void)
 							   &txoutbox_tenant_id, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
+	/* for the tests only: not shown, not in the sample file */
+	DefineCustomStringVariable("txoutbox.fault_injection",
+							   "Test hook: an ERROR is raised at the named point (network_completion).",
+							   NULL, &txoutbox_fault_injection, "",
+							   PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("txoutbox");
+}
+
+/*
+ * ERROR when the test hook txoutbox.fault_injection names point: the tests
+ * use it to raise an error where none can be provoked from outside.
+ */
+void
+settings_inject_fault(const char *point)
+{
+	if (txoutbox_fault_injection != NULL && strcmp(txoutbox_fault_injection, point) == 0)
+		elog(ERROR, "txoutbox: fault injected at %s", point);
 }
 
 /* The tenant this session is bound to (txoutbox.tenant_id), or NULL. */

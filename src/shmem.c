@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 
+#include "route_state.h"
 #include "shmem.h"
 
 TxoutboxShared *txoutbox_shared = NULL;
@@ -31,8 +32,8 @@ shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(MAXALIGN(sizeof(TxoutboxShared)));
-	RequestNamedLWLockTranche("txoutbox", 1);
+	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(TxoutboxShared)), route_state_shmem_size()));
+	RequestNamedLWLockTranche("txoutbox", 2);	/* the slots; route state */
 }
 
 /* Attach to (and on first use initialise) our shared memory. */
@@ -52,6 +53,7 @@ shmem_startup(void)
 		txoutbox_shared->lock = &(GetNamedLWLockTranche("txoutbox"))->lock;
 		pg_atomic_init_u64(&txoutbox_shared->rescan_generation, 0);
 	}
+	route_state_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -11,7 +11,7 @@ use lib 'test/t';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep time);
 use TxoutboxTest;
 
 my $node = txoutbox_node('signals', 'txoutbox.batch_size' => 500);
@@ -94,6 +94,30 @@ ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'txoutbox worker'"),
 	'one dispatcher process is left');
 deliver('sig.fast', 20, 'back to one dispatcher');
+
+# --- txoutbox.workers 1 -> 0 -> 1, five times: a voluntary stop is not a
+# crash, so the dispatcher comes back at once every time (the restart
+# backoff for crashes grows 1, 2, 4, 8, 16 s and would show by the fifth)
+for my $cycle (1 .. 5)
+{
+	$node->safe_psql('postgres', q{
+		ALTER SYSTEM SET txoutbox.workers = 0;
+		SELECT pg_reload_conf();
+	});
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'txoutbox worker'")
+	  or die "cycle $cycle: the dispatcher did not stop";
+	$node->safe_psql('postgres', q{
+		ALTER SYSTEM SET txoutbox.workers = 1;
+		SELECT pg_reload_conf();
+	});
+	my $t0 = time();
+	wait_for_workers($node, 1);
+	my $took = time() - $t0;
+	cmp_ok($took, '<=', 5, sprintf('workers 1 -> 0 -> 1, cycle %d: a dispatcher is back within 5 s (took %.1f s)', $cycle, $took));
+}
+($pid) = wait_for_workers($node, 1);
+deliver('sig.fast', 20, 'after the stop and start cycles');
 
 # --- SIGTERM to an idle dispatcher -----------------------------------------
 my $log_pos = -s $node->logfile;
