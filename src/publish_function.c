@@ -16,7 +16,10 @@
  * owner of dispatch()), so whoever can replace its body gains nothing, and
  * with search_path = pg_catalog, pg_temp whoever calls dispatch() (so nobody
  * can steer its unqualified names): like any SECURITY DEFINER function, it
- * should qualify names or SET its own search_path.
+ * should qualify names or SET its own search_path.  It runs as a
+ * security-restricted operation inside a GUC nest level that is rolled back
+ * when it returns (see call_function): nothing it sets reaches the worker's
+ * own statements or the session that called dispatch().
  *
  *-------------------------------------------------------------------------
  */
@@ -111,9 +114,15 @@ function_parse_config(Jsonb *config)
 }
 
 /*
- * Subtransaction body: call the function with the row as its owner, with a
- * fixed search_path; ignore its result.  An error's subtransaction abort
- * restores the user and the setting.
+ * Subtransaction body: call the function with the row, ignoring its result,
+ * the way PostgreSQL runs user code on someone else's behalf (VACUUM and
+ * ANALYZE running index expressions): as the function's owner, in a
+ * security-restricted operation (no SET ROLE, no temporary objects, no
+ * LISTEN, no cursors WITH HOLD: nothing that outlives the call), inside a
+ * GUC nest level that is rolled back when the call returns, so no setting
+ * it makes survives it, not even a session-level SET, with search_path
+ * pinned to pg_catalog, pg_temp.  An error's subtransaction abort restores
+ * the user, the security context and the settings.
  */
 static void
 call_function(void *arg)
@@ -125,11 +134,11 @@ call_function(void *arg)
 	int			nestlevel;
 	LOCAL_FCINFO(fcinfo, 1);
 
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(a->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(a->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	compat_restrict_search_path();
 
 	fmgr_info(a->fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
@@ -137,8 +146,9 @@ call_function(void *arg)
 	fcinfo->args[0].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);
 
+	/* roll back whatever the function set, SET and set_config() alike */
+	AtEOXact_GUC(false, nestlevel);
 	SetUserIdAndSecContext(save_user, save_sec);
-	AtEOXact_GUC(true, nestlevel);
 }
 
 /* Call the route's function once per message, each in a subtransaction. */

@@ -352,9 +352,11 @@ release_own_leases(const char *consumer)
 	Datum		arg = CStringGetTextDatum(consumer);
 	Oid			argtype = TEXTOID;
 
-	if (SPI_execute_with_args("UPDATE txoutbox.messages SET available_at = now()"
-							  " WHERE status = 'processing' AND locked_by = $1"
-							  " AND available_at > now()",
+	/* qualified names: independent of search_path (see outbox.c) */
+	if (SPI_execute_with_args("UPDATE txoutbox.messages SET available_at = pg_catalog.now()"
+							  " WHERE status OPERATOR(pg_catalog.=) 'processing'"
+							  "   AND locked_by OPERATOR(pg_catalog.=) $1"
+							  "   AND available_at OPERATOR(pg_catalog.>) pg_catalog.now()",
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "txoutbox: could not release leases");
 	if (SPI_processed > 0)
