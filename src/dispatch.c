@@ -192,7 +192,7 @@ publish_batch(PublishBatch *b, bool in_transaction)
 		b->publisher->publish(b->items, b->n);
 		return;
 	}
-	if (!try_in_subtransaction(publish_batch_body, b, &error, false))
+	if (!try_in_subtransaction(publish_batch_body, b, &error, NULL))
 		for (i = 0; i < b->n; i++)
 			publisher_set_outcome(&b->items[i], PUBLISH_RETRY, "%s publisher failed: %s",
 								  b->publisher->name, error);

@@ -21,6 +21,10 @@
  * when it returns (see call_function): nothing it sets reaches the worker's
  * own statements or the session that called dispatch().
  *
+ * A query cancel during a call is that message's failure only when it is
+ * the route's timeout; any other (pg_cancel_backend) ends the round, like a
+ * cancel of any statement, also when it is still pending after the call.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -151,6 +155,17 @@ call_function(void *arg)
 	SetUserIdAndSecContext(save_user, save_sec);
 }
 
+/*
+ * Was a query cancel raised by a call the statement timeout the route's
+ * "timeout_ms" armed?  It was if that timeout is no longer active: it
+ * fired (nothing else disables it while the call runs).
+ */
+static bool
+route_timeout_fired(void)
+{
+	return !get_timeout_active(STATEMENT_TIMEOUT);
+}
+
 /* Call the route's function once per message, each in a subtransaction. */
 static void
 function_publish(PublishItem *items, int n)
@@ -163,21 +178,32 @@ function_publish(PublishItem *items, int n)
 		char	   *error = NULL;
 
 		const FunctionRoute *route = (const FunctionRoute *) items[i].route->parsed;
+		bool		timed = route->timeout_ms > 0 && compat_am_background_worker();
 		bool		ok;
 
 		args.fn = route->fn;
 		args.owner = route->owner;
 		args.row = items[i].msg->row;
-		if (route->timeout_ms > 0 && compat_am_background_worker())
+
+		/*
+		 * The route's own timeout (worker only) is this message's failure;
+		 * any other cancel (pg_cancel_backend) ends the round.
+		 */
+		if (timed)
 			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);
-		/* the route's own timeout (worker only) is this message's failure */
 		ok = try_in_subtransaction(call_function, &args, &error,
-								   route->timeout_ms > 0 && compat_am_background_worker());
-		if (route->timeout_ms > 0 && compat_am_background_worker())
+								   timed ? route_timeout_fired : NULL);
+		if (timed)
 		{
-			disable_timeout(STATEMENT_TIMEOUT, false);
-			/* a timeout that fired just after the call must not cancel the round */
-			QueryCancelPending = false;
+			disable_timeout(STATEMENT_TIMEOUT, true);
+
+			/*
+			 * Our timeout fired after the call had returned (or had failed):
+			 * its cancel is still pending and must not end the round.  A
+			 * cancel pending for any other reason stays pending.
+			 */
+			if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+				QueryCancelPending = false;
 		}
 		if (ok)
 			publisher_set_outcome(&items[i], PUBLISH_SUCCEEDED, NULL);

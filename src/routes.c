@@ -266,7 +266,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 			ParseArgs	args = {r};
 			char	   *error = NULL;
 
-			if (!try_in_subtransaction(parse_route, &args, &error, false))
+			if (!try_in_subtransaction(parse_route, &args, &error, NULL))
 				r->broken = psprintf("route %lld (%s) is misconfigured: %s",
 									 (long long) r->id, r->pattern, error);
 		}
