@@ -110,9 +110,9 @@ route_policy_parse(Jsonb *config, RoutePolicy *policy)
 	policy->retry_max_delay_ms = policy_int(config, "retry_max_delay_ms", 1, INT_MAX, -1);
 }
 
-/* SQL: add_route(topic_pattern, publisher, config) */
-Datum
-txoutbox_add_route(PG_FUNCTION_ARGS)
+/* add_route(): validate the route and insert it; returns the new row. */
+static Datum
+add_route(FunctionCallInfo fcinfo)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
@@ -164,6 +164,41 @@ txoutbox_add_route(PG_FUNCTION_ARGS)
 
 	/* messages that waited for this route can go now */
 	txoutbox_wake_at_commit();
+	return result;
+}
+
+/*
+ * SQL: add_route(topic_pattern, publisher, config)
+ * The statement that calls it carries the route's secrets (a webhook
+ * secret, header values, a password in a URL), so an error it raises is
+ * reported without that statement in the server log: the server would
+ * otherwise log it for every failed call (log_min_error_statement = error
+ * by default).  Likewise without the error's context, which quotes the
+ * calling statement when add_route() runs inside a function.  The client
+ * still gets the whole error.
+ */
+Datum
+txoutbox_add_route(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum result = (Datum) 0;
+
+	PG_TRY();
+	{
+		result = add_route(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->hide_stmt = true;	/* what errhidestmt(true) sets */
+		edata->hide_ctx = true;		/* what errhidecontext(true) sets */
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 	PG_RETURN_DATUM(result);
 }
 
