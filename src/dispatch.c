@@ -26,6 +26,7 @@
 #include "commands/extension.h"
 #include "storage/lmgr.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -303,7 +304,9 @@ mark_batch(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 				delay = retry_backoff_ms(it->msg->attempt_count,
 										 policy ? policy->retry_base_delay_ms : -1,
 										 policy ? policy->retry_max_delay_ms : -1);
-			next_at[nbad] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(now, delay));
+			/* only dispatch()'s retry_delay can go that far (checked then) */
+			next_at[nbad] = TimestampTzGetDatum(outbox_time_plus_us(now, delay * 1000,
+																	"now + retry_delay"));
 		}
 		else
 			next_at[nbad] = (Datum) 0;
@@ -598,8 +601,15 @@ txoutbox_dispatch(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("retry_delay must be a non-negative interval in days, hours, minutes or seconds")));
-		us = iv->day * USECS_PER_DAY + iv->time;
+		if (pg_mul_s64_overflow(iv->day, USECS_PER_DAY, &us) ||
+			pg_add_s64_overflow(us, iv->time, &us))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("retry_delay is out of range")));
 		opts.retry_delay_ms = us / 1000;
+		/* a retry due now + retry_delay must be a time we can store */
+		(void) outbox_time_plus_us(GetCurrentTimestamp(), opts.retry_delay_ms * 1000,
+								   "now + retry_delay");
 	}
 	if (!PG_ARGISNULL(4))
 	{

@@ -24,6 +24,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "common/pg_prng.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -120,6 +121,26 @@ required_finite_time(FunctionCallInfo fcinfo, int argno, const char *name)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a finite timestamp", name)));
 	return ts;
+}
+
+/*
+ * t + us, for a time computed from a caller's time or interval: ERROR 22008
+ * when the sum overflows or is past the range of timestamptz (it could be
+ * stored, but not printed: get() and list() would fail on the row).  what
+ * names the sum in the message.
+ */
+TimestampTz
+outbox_time_plus_us(TimestampTz t, int64 us, const char *what)
+{
+	TimestampTz result;
+
+	if (TIMESTAMP_NOT_FINITE(t) || pg_add_s64_overflow(t, us, &result) ||
+		!IS_VALID_TIMESTAMP(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("%s is out of range", what),
+				 errdetail("It would be past the last time a timestamptz can hold.")));
+	return result;
 }
 
 /* Topic: 1 to 255 characters. */
@@ -545,7 +566,8 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 	req.tenant = txoutbox_bound_tenant();
 	req.as_of = required_finite_time(fcinfo, 4, "as_of");
 	if (PG_ARGISNULL(3))
-		req.lock_until = TimestampTzPlusMilliseconds(req.as_of, txoutbox_lock_timeout_ms);
+		req.lock_until = outbox_time_plus_us(req.as_of, (int64) txoutbox_lock_timeout_ms * 1000,
+											 "as_of + txoutbox.lock_timeout");
 	else
 	{
 		req.lock_until = required_finite_time(fcinfo, 3, "lock_until");

@@ -133,6 +133,7 @@ extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
 extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,
 										   Datum route_prefixes);
 extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);
+extern TimestampTz outbox_time_plus_us(TimestampTz t, int64 us, const char *what);
 
 /* dispatch.c */
 typedef struct DispatchOptions
