@@ -58,7 +58,7 @@ endif
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
 REGRESS = core_enqueue enqueue_insert core_claim core_marks core_read core_errors core_trigger routes dispatch \
-	ordering capture route_policy security
+	time_range ordering capture route_policy security
 REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress --encoding=UTF8 --no-locale
 
 # isolation specs (test/specs/<name>.spec, test/expected/<name>.out)

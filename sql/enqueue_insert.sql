@@ -1,9 +1,10 @@
 -- enqueue_insert: enqueue() inserts its row without an executor per call,
--- keeping the prepared constraints and index descriptions between calls of
--- one expression.  It must do exactly what an INSERT would: every index
--- entry, every constraint (also one added mid-transaction), triggers and
--- read-only transactions respected, big payloads toasted, subtransaction
--- aborts survived.
+-- keeping the index descriptions per backend and the prepared constraints
+-- per transaction.  It must do exactly what an INSERT would: every index
+-- entry, every constraint (also one added mid-transaction, a deferred one,
+-- one whose function was replaced), triggers and read-only transactions
+-- respected, big payloads toasted, subtransaction aborts and many
+-- transactions survived.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
@@ -226,4 +227,134 @@ SELECT c.relname, bt_index_check(c.oid, heapallindexed => true)
  WHERE i.indrelid = 'txoutbox.messages'::regclass
  ORDER BY c.relname;
 DROP INDEX txoutbox.messages_corr_unique;
+
+-- a deferrable unique constraint: its check is queued for the commit (or
+-- SET CONSTRAINTS ... IMMEDIATE), which only the INSERT's executor does;
+-- enqueue takes the INSERT, and the second row fails the commit
+ALTER TABLE txoutbox.messages ADD CONSTRAINT messages_corr_deferred
+    UNIQUE (correlation_id) DEFERRABLE INITIALLY DEFERRED;
+BEGIN;
+SELECT (txoutbox.enqueue('deferred', '{}', correlation_id => 'twice')).status;
+SELECT (txoutbox.enqueue('deferred', '{}', correlation_id => 'twice')).status;
+COMMIT;
+SELECT count(*) AS committed FROM txoutbox.messages WHERE topic = 'deferred';
+BEGIN;
+SELECT (txoutbox.enqueue('deferred', '{}', correlation_id => 'once')).status;
+SELECT (txoutbox.enqueue('deferred', '{}', correlation_id => 'once')).status;
+SET CONSTRAINTS txoutbox.messages_corr_deferred IMMEDIATE;
+ROLLBACK;
+-- one row per value commits
+SELECT count(*) AS enqueued
+  FROM (SELECT txoutbox.enqueue('deferred', '{}', correlation_id => 'd' || g)
+          FROM generate_series(1, 3) g) s;
+SELECT count(*) AS committed FROM txoutbox.messages WHERE topic = 'deferred';
+ALTER TABLE txoutbox.messages DROP CONSTRAINT messages_corr_deferred;
+
+-- prepared constraints last no longer than their transaction, nor than the
+-- functions they use: a CHECK whose immutable function was folded to a
+-- constant when it was prepared, then replaced (which invalidates nothing
+-- of the table), is checked with the new definition, as an INSERT would
+CREATE FUNCTION public.max_key_length() RETURNS integer IMMUTABLE LANGUAGE sql AS 'SELECT 10';
+ALTER TABLE txoutbox.messages ADD CONSTRAINT key_length
+    CHECK (length(message_key) <= public.max_key_length()) NOT VALID;
+SELECT (txoutbox.enqueue('key.length', '{}', message_key => 'abcdefgh')).status;
+CREATE OR REPLACE FUNCTION public.max_key_length() RETURNS integer IMMUTABLE LANGUAGE sql AS 'SELECT 6';
+\set VERBOSITY terse
+-- the next transaction
+SELECT txoutbox.enqueue('key.length', '{}', message_key => 'abcdefgh');
+-- the same transaction
+BEGIN;
+SELECT (txoutbox.enqueue('key.length', '{}', message_key => 'abcdef')).status;
+CREATE OR REPLACE FUNCTION public.max_key_length() RETURNS integer IMMUTABLE LANGUAGE sql AS 'SELECT 4';
+SELECT txoutbox.enqueue('key.length', '{}', message_key => 'abcdef');
+ROLLBACK;
+-- an INSERT agrees
+INSERT INTO txoutbox.messages (id, topic, payload, headers, status, attempt_count, max_attempts,
+                               available_at, created_at, updated_at, message_key)
+     VALUES (txoutbox.uuid_v7(), 'key.length', '{}', '{}', 'pending', 0, 1, now(), now(), now(), 'abcdefgh');
+\set VERBOSITY default
+SELECT array_agg(message_key ORDER BY id) AS key_length FROM txoutbox.messages WHERE topic = 'key.length';
+
+-- many transactions in one statement (a DO block that commits), the state
+-- made afresh by each: every other one rolled back, the check still holds
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        PERFORM txoutbox.enqueue('many.xacts', jsonb_build_object('i', i), message_key => 'k' || (i % 100));
+        IF i % 2 = 0 THEN
+            COMMIT;
+        ELSE
+            ROLLBACK;
+        END IF;
+    END LOOP;
+END
+$$;
+SELECT count(*) AS committed, min((payload ->> 'i')::int) AS first, max((payload ->> 'i')::int) AS last,
+       bool_and((payload ->> 'i')::int % 2 = 0) AS only_even
+  FROM txoutbox.messages WHERE topic = 'many.xacts';
+DO $$
+BEGIN
+    FOR i IN 1..20 LOOP
+        BEGIN
+            PERFORM txoutbox.enqueue('many.checked', '{}', message_key => repeat('x', i));
+        EXCEPTION WHEN check_violation THEN
+            RAISE NOTICE 'transaction %: key of % characters refused', i, i;
+        END;
+        COMMIT;
+    END LOOP;
+END
+$$;
+SELECT array_agg(length(message_key) ORDER BY id) AS key_lengths FROM txoutbox.messages WHERE topic = 'many.checked';
+
+-- savepoints: a call an error cut short inside one (its constraint check
+-- failed half-way through the constraints), rolled back to; the
+-- transaction's next calls check every constraint again
+ALTER TABLE txoutbox.messages ADD CONSTRAINT no_bad_topic CHECK (topic <> 'sp.bad') NOT VALID;
+BEGIN;
+SELECT (txoutbox.enqueue('sp.good', '{}', message_key => 'a')).status;
+SAVEPOINT s1;
+\set VERBOSITY terse
+SELECT txoutbox.enqueue('sp.good', '{}', message_key => 'abcdefgh');
+ROLLBACK TO SAVEPOINT s1;
+SELECT (txoutbox.enqueue('sp.good', '{}', message_key => 'b')).status;
+SAVEPOINT s2;
+SELECT txoutbox.enqueue('sp.bad', '{}', message_key => 'c');
+ROLLBACK TO SAVEPOINT s2;
+SAVEPOINT s3;
+SELECT txoutbox.enqueue('sp.good', '{}', message_key => 'abcdefgh');
+ROLLBACK TO SAVEPOINT s3;
+\set VERBOSITY default
+SELECT (txoutbox.enqueue('sp.good', '{}', message_key => 'd')).status;
+RELEASE SAVEPOINT s1;
+COMMIT;
+SELECT array_agg(topic || ':' || message_key ORDER BY id) AS kept FROM txoutbox.messages WHERE topic LIKE 'sp.%';
+-- a subtransaction begun and rolled back during a call (by a function a
+-- constraint calls) does not end the call
+CREATE FUNCTION public.catches_its_error(t text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        PERFORM 1 / (length(t) - length(t));
+    EXCEPTION WHEN division_by_zero THEN
+        RETURN true;
+    END;
+    RETURN false;
+END
+$$;
+ALTER TABLE txoutbox.messages ADD CONSTRAINT catches CHECK (public.catches_its_error(topic)) NOT VALID;
+SELECT count(*) AS enqueued
+  FROM (SELECT txoutbox.enqueue('catches', jsonb_build_object('i', g), message_key => 'k' || g)
+          FROM generate_series(1, 50) g) s;
+\set VERBOSITY terse
+SELECT txoutbox.enqueue('sp.bad', '{}');
+\set VERBOSITY default
+SELECT count(*) AS caught FROM txoutbox.messages WHERE topic = 'catches';
+ALTER TABLE txoutbox.messages DROP CONSTRAINT catches;
+ALTER TABLE txoutbox.messages DROP CONSTRAINT no_bad_topic;
+ALTER TABLE txoutbox.messages DROP CONSTRAINT key_length;
+DROP FUNCTION public.catches_its_error(text);
+DROP FUNCTION public.max_key_length();
+SELECT c.relname, bt_index_check(c.oid, heapallindexed => true)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = 'txoutbox.messages'::regclass
+ ORDER BY c.relname;
 TRUNCATE txoutbox.messages;

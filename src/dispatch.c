@@ -127,7 +127,7 @@ dispatch_publish_in_transaction(PublishBatch *batch)
 	for (i = 0; i < batch->n; i++)
 		publisher_set_outcome(&batch->items[i], PUBLISH_RETRY, "%s publisher set no outcome",
 							  batch->publisher->name);
-	if (!try_in_subtransaction(publish_batch_body, batch, &error, false))
+	if (!try_in_subtransaction(publish_batch_body, batch, &error, NULL))
 		for (i = 0; i < batch->n; i++)
 			publisher_set_outcome(&batch->items[i], PUBLISH_RETRY, "%s publisher failed: %s",
 								  batch->publisher->name, error);
@@ -269,8 +269,10 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		reasons[nbad] = CStringGetTextDatum(it->error ? it->error : "unknown error");
 		not_sent[nbad] = BoolGetDatum(it->not_sent && it->outcome == PUBLISH_RETRY);
 		next_null[nbad] = (it->outcome == PUBLISH_FAILED);
+		/* only dispatch()'s retry_delay can go that far (checked then) */
 		next_at[nbad] = next_null[nbad] ? (Datum) 0 :
-			TimestampTzGetDatum(TimestampTzPlusMilliseconds(now, retry_delay(it, opts)));
+			TimestampTzGetDatum(outbox_time_plus_us(now, retry_delay(it, opts) * 1000,
+													"now + retry_delay"));
 		if (it->error)
 			strlcpy(counts->last_error, it->error, TXOUTBOX_ERROR_LEN);
 		nbad++;

@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -119,8 +120,15 @@ txoutbox_dispatch(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("retry_delay must be a non-negative interval in days, hours, minutes or seconds")));
-		us = iv->day * USECS_PER_DAY + iv->time;
+		if (pg_mul_s64_overflow(iv->day, USECS_PER_DAY, &us) ||
+			pg_add_s64_overflow(us, iv->time, &us))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("retry_delay is out of range")));
 		opts.retry_delay_ms = us / 1000;
+		/* a retry due now + retry_delay must be a time we can store */
+		(void) outbox_time_plus_us(GetCurrentTimestamp(), opts.retry_delay_ms * 1000,
+								   "now + retry_delay");
 	}
 	if (!PG_ARGISNULL(4))
 	{

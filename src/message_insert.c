@@ -6,26 +6,38 @@
  * Running the INSERT through SPI starts a whole executor per call, and that
  * start-up (opening the result relation, reading and planning its CHECK
  * constraints, building a projection) costs far more than the insert
- * itself when a statement enqueues many rows.  Here we keep what does not
- * change between calls, the prepared CHECK constraints and the indexes'
- * IndexInfo, in a per-backend cache, and each call only opens the relation
- * and its indexes (already locked, so cheap), checks the constraints,
- * inserts the heap tuple and its index entries, as COPY FROM does.
+ * itself when a statement enqueues many rows.  Here each call only opens
+ * the relation and its indexes (already locked, so cheap), checks the
+ * constraints, inserts the heap tuple and its index entries, as COPY FROM
+ * does, with what earlier calls prepared.  Two lifetimes:
  *
- * Nothing kept across calls holds a resource: relations are opened and
- * closed in each call, the slot's tuple descriptor is a private copy.  The
- * cache is rebuilt when a relcache invalidation hits txoutbox.messages or
- * one of its indexes (ALTER TABLE, CREATE INDEX, DROP EXTENSION), when the
- * relation's OID changed, and after a call that was cut short by an error
- * (it may have left the constraints half prepared).
+ *	- per backend (InsertCache, in TopMemoryContext): whether the table
+ *	  allows the fast path, a slot over a private copy of its descriptor,
+ *	  its indexes' OIDs and IndexInfo.  None of it holds a resource or
+ *	  changes once built; it is rebuilt when a relcache invalidation hits
+ *	  txoutbox.messages or one of its indexes (ALTER TABLE, CREATE INDEX,
+ *	  DROP EXTENSION), or when the relation's OID changed.
+ *	- per transaction (InsertState, in a context under TopTransactionContext):
+ *	  the EState, the ResultRelInfo whose CHECK constraints are prepared in
+ *	  the EState's memory, and copies of the IndexInfo whose predicate and
+ *	  expression states live there too.  Made by the first call of a
+ *	  transaction, freed at commit, forgotten at abort (its memory goes with
+ *	  the transaction's), and dropped after a call that an error cut short
+ *	  (its constraints may be half prepared) or when the per-backend cache
+ *	  is rebuilt, or when a function changed (CREATE OR REPLACE, ALTER
+ *	  FUNCTION: the prepared constraints may have inlined it, or folded an
+ *	  immutable one to a constant).  So a prepared constraint never
+ *	  outlives the transaction that prepared it, nor the definition of a
+ *	  function it uses, as an INSERT's, prepared per statement, does not.
  *
  * The fast path is only taken when it does exactly what the INSERT would:
  * a heap table with the expected columns and types, no triggers, no rules,
  * no defaults on the columns we leave null, no generated columns, only
  * btree and hash indexes (other index methods keep state that points into
- * the relcache), and row level security not applying to the function's
- * owner.  Otherwise message_insert() returns false and enqueue() runs the
- * INSERT.
+ * the relcache), no deferrable unique or exclusion constraint (its check
+ * is queued for later, which only the INSERT's executor does), and row
+ * level security not applying to the function's owner.  Otherwise
+ * message_insert() returns false and enqueue() runs the INSERT.
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +64,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/syscache.h"
 
 #include "message.h"
 #include "message_insert.h"
@@ -85,29 +98,50 @@ static const struct
 };
 #undef COLUMN
 
+/* What stays valid until a relcache invalidation (see the file header). */
 typedef struct InsertCache
 {
 	MemoryContext cxt;			/* everything below lives here */
 	Oid			relid;
 	uint64		generation;		/* relcache_generation when built */
 	bool		usable;			/* the table allows the fast path */
-	EState	   *estate;			/* for constraint and predicate evaluation */
-	ResultRelInfo *rri;			/* with the prepared CHECK constraints */
 	TupleTableSlot *slot;		/* over a private copy of the descriptor */
 	int			nindexes;
 	Oid		   *index_oids;
+	IndexInfo **index_info;		/* never changed by a call (see InsertState) */
 } InsertCache;
 
-static InsertCache *cache = NULL;	/* in TopMemoryContext */
+/* What one transaction prepares (see the file header). */
+typedef struct InsertState
+{
+	MemoryContext cxt;			/* under TopTransactionContext */
+	uint64		functions_generation;	/* functions_generation when made */
+	EState	   *estate;			/* for constraint and predicate evaluation */
+	ResultRelInfo *rri;			/* with the prepared CHECK constraints and
+								 * copies of the cache's IndexInfo */
+} InsertState;
 
-/* A call is between building the row and closing the relation. */
+static InsertCache *cache = NULL;	/* in TopMemoryContext */
+static InsertState *state = NULL;	/* of the current transaction, or NULL */
+
+/*
+ * A call is between building the row and closing the relation, running in
+ * subtransaction call_subid.
+ */
 static bool cache_in_use = false;
+static SubTransactionId call_subid = InvalidSubTransactionId;
 
 /*
  * Bumped by any relcache invalidation of the cached relation, of one of its
  * indexes, or of everything.
  */
 static uint64 relcache_generation = 1;
+
+/*
+ * Bumped by any change of a function (pg_proc): a prepared constraint may
+ * have folded or inlined it.
+ */
+static uint64 functions_generation = 1;
 static bool callbacks_registered = false;
 
 static void
@@ -121,30 +155,67 @@ messages_relcache_callback(Datum arg, Oid relid)
 				relcache_generation++;
 }
 
-/* A call cut short by an error: rebuild the cache before the next one. */
 static void
-forget_interrupted_call(void)
+functions_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (cache_in_use)
-	{
-		cache_in_use = false;
-		relcache_generation++;
-	}
+	functions_generation++;
+}
+
+/*
+ * Free the transaction's state (not while a call uses it).  At an abort
+ * its memory goes with the transaction's, and nothing in it is released
+ * by hand, as the executor does not either.
+ */
+static void
+drop_state(bool aborting)
+{
+	if (state == NULL)
+		return;
+	if (!aborting)
+		FreeExecutorState(state->estate);
+	MemoryContextDelete(state->cxt);
+	state = NULL;
 }
 
 static void
 insert_xact_callback(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		forget_interrupted_call();
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			drop_state(false);
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			/* TopTransactionContext is reset or deleted with it */
+			state = NULL;
+			cache_in_use = false;
+			break;
+		default:
+			break;
+	}
 }
 
+/*
+ * A call an error cut short in a subtransaction: drop what it prepared.
+ * That is an abort of the subtransaction the call runs in or of an outer
+ * one; a subtransaction begun during the call (by a function a constraint
+ * calls) has a later id, and its abort does not end the call.
+ */
 static void
 insert_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						SubTransactionId parentSubid, void *arg)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		forget_interrupted_call();
+	if (event == SUBXACT_EVENT_ABORT_SUB && cache_in_use && mySubid <= call_subid)
+	{
+		cache_in_use = false;
+		drop_state(true);
+	}
 }
 
 /* Does rel look exactly like the table this file knows how to fill? */
@@ -191,26 +262,24 @@ build_cache(Relation rel)
 	c->usable = table_allows_fast_path(rel);
 	if (c->usable)
 	{
-		c->estate = CreateExecutorState();
-		c->rri = makeNode(ResultRelInfo);
-		InitResultRelInfo(c->rri, rel, 0, NULL, 0);
 		c->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
 										   &TTSOpsHeapTuple);
 
 		indexes = RelationGetIndexList(rel);
 		c->nindexes = list_length(indexes);
 		c->index_oids = palloc(sizeof(Oid) * Max(c->nindexes, 1));
-		c->rri->ri_NumIndices = c->nindexes;
-		c->rri->ri_IndexRelationDescs = palloc0(sizeof(Relation) * Max(c->nindexes, 1));
-		c->rri->ri_IndexRelationInfo = palloc0(sizeof(IndexInfo *) * Max(c->nindexes, 1));
+		c->index_info = palloc0(sizeof(IndexInfo *) * Max(c->nindexes, 1));
 		foreach(lc, indexes)
 		{
 			Relation	index = index_open(lfirst_oid(lc), RowExclusiveLock);
 
 			if (index->rd_rel->relam != BTREE_AM_OID && index->rd_rel->relam != HASH_AM_OID)
 				c->usable = false;
+			/* a deferred check is queued by the executor's INSERT only */
+			if (!index->rd_index->indimmediate)
+				c->usable = false;
 			c->index_oids[i] = lfirst_oid(lc);
-			c->rri->ri_IndexRelationInfo[i] = BuildIndexInfo(index);
+			c->index_info[i] = BuildIndexInfo(index);
 			index_close(index, NoLock);
 			i++;
 		}
@@ -218,6 +287,51 @@ build_cache(Relation rel)
 	MemoryContextSwitchTo(old);
 	MemoryContextSetParent(cxt, TopMemoryContext);
 	return c;
+}
+
+/*
+ * The current transaction's state for the cache c and the open relation
+ * rel: made now unless an earlier call of this transaction made it.
+ */
+static InsertState *
+get_state(InsertCache *c, Relation rel)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	InsertState *st;
+
+	if (state != NULL && state->functions_generation == functions_generation)
+		return state;
+	drop_state(false);			/* a function its constraints use changed */
+
+	cxt = AllocSetContextCreate(TopTransactionContext, "txoutbox enqueue transaction",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	st = palloc0(sizeof(InsertState));
+	st->cxt = cxt;
+	st->functions_generation = functions_generation;
+	st->estate = CreateExecutorState();
+	st->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(st->rri, rel, 0, NULL, 0);
+	st->rri->ri_RelationDesc = NULL;	/* set by each call */
+	st->rri->ri_NumIndices = c->nindexes;
+	st->rri->ri_IndexRelationDescs = palloc0(sizeof(Relation) * Max(c->nindexes, 1));
+	st->rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * Max(c->nindexes, 1));
+	for (int i = 0; i < c->nindexes; i++)
+	{
+		/* a copy whose expression states will live in this EState */
+		IndexInfo  *ii = palloc(sizeof(IndexInfo));
+
+		memcpy(ii, c->index_info[i], sizeof(IndexInfo));
+		ii->ii_ExpressionsState = NIL;
+		ii->ii_PredicateState = NULL;
+		ii->ii_AmCache = NULL;
+		ii->ii_Context = cxt;
+		st->rri->ri_IndexRelationInfo[i] = ii;
+	}
+	MemoryContextSwitchTo(old);
+	state = st;
+	return st;
 }
 
 /*
@@ -229,6 +343,7 @@ bool
 message_insert(Datum *values, bool *isnull, Datum *result)
 {
 	InsertCache *c;
+	InsertState *st;
 	Oid			relid;
 	Relation	rel;
 	HeapTuple	tuple;
@@ -239,6 +354,7 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 	if (!callbacks_registered)
 	{
 		CacheRegisterRelcacheCallback(messages_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, functions_syscache_callback, (Datum) 0);
 		RegisterXactCallback(insert_xact_callback, NULL);
 		RegisterSubXactCallback(insert_subxact_callback, NULL);
 		callbacks_registered = true;
@@ -255,6 +371,7 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 	rel = table_open(relid, NoLock);
 	if (cache == NULL || cache->relid != relid || cache->generation != relcache_generation)
 	{
+		drop_state(false);		/* it points into the old cache */
 		if (cache != NULL)
 			MemoryContextDelete(cache->cxt);
 		cache = NULL;
@@ -266,30 +383,38 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 		table_close(rel, NoLock);
 		return false;
 	}
+	st = get_state(c, rel);
 
 	cache_in_use = true;
-	c->rri->ri_RelationDesc = rel;
+	call_subid = GetCurrentSubTransactionId();
+	st->rri->ri_RelationDesc = rel;
 	for (int i = 0; i < c->nindexes; i++)
-		c->rri->ri_IndexRelationDescs[i] = index_open(c->index_oids[i], RowExclusiveLock);
+		st->rri->ri_IndexRelationDescs[i] = index_open(c->index_oids[i], RowExclusiveLock);
 
 	tuple = heap_form_tuple(RelationGetDescr(rel), values, isnull);
 	slot = c->slot;
 	ExecStoreHeapTuple(tuple, slot, false);
 
 	if (rel->rd_att->constr)
-		ExecConstraints(c->rri, slot, c->estate);
+		ExecConstraints(st->rri, slot, st->estate);
 	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
 	if (c->nindexes > 0)
-		list_free(compat_insert_index_tuples(c->rri, slot, c->estate));
+	{
+		/* checks to queue for later: none, with no deferrable index */
+		List	   *recheck = compat_insert_index_tuples(st->rri, slot, st->estate);
+
+		if (recheck != NIL)
+			elog(ERROR, "txoutbox: enqueue's insert has deferred constraint checks to queue");
+	}
 
 	ExecClearTuple(slot);
-	ResetPerTupleExprContext(c->estate);
+	ResetPerTupleExprContext(st->estate);
 	for (int i = 0; i < c->nindexes; i++)
 	{
-		index_close(c->rri->ri_IndexRelationDescs[i], NoLock);
-		c->rri->ri_IndexRelationDescs[i] = NULL;
+		index_close(st->rri->ri_IndexRelationDescs[i], NoLock);
+		st->rri->ri_IndexRelationDescs[i] = NULL;
 	}
-	c->rri->ri_RelationDesc = NULL;
+	st->rri->ri_RelationDesc = NULL;
 	cache_in_use = false;
 
 	*result = heap_copy_tuple_as_datum(tuple, RelationGetDescr(rel));

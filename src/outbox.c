@@ -23,6 +23,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -43,8 +44,17 @@
 #include "uuidv7.h"
 #include "wakeup.h"
 
-#define UNFINISHED "'{pending,retrying,processing}'::text[]"
-#define KEY_BLOCKING "'{pending,processing,retrying,failed}'::text[]"
+/*
+ * The statements below do not depend on search_path: every function,
+ * aggregate, operator and type they name is schema-qualified (CASE,
+ * COALESCE, GREATEST, LEAST and ANY are syntax; int and numeric are
+ * keywords for pg_catalog's types).  They run in the worker as the
+ * bootstrap superuser and in dispatch() as the extension's owner: a name
+ * resolved in a schema another role controls would run its code with
+ * those rights.
+ */
+#define UNFINISHED "'{pending,retrying,processing}'::pg_catalog.text[]"
+#define KEY_BLOCKING "'{pending,processing,retrying,failed}'::pg_catalog.text[]"
 
 PG_FUNCTION_INFO_V1(txoutbox_enqueue);
 PG_FUNCTION_INFO_V1(txoutbox_claim);
@@ -113,6 +123,26 @@ required_finite_time(FunctionCallInfo fcinfo, int argno, const char *name)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a finite timestamp", name)));
 	return ts;
+}
+
+/*
+ * t + us, for a time computed from a caller's time or interval: ERROR 22008
+ * when the sum overflows or is past the range of timestamptz (it could be
+ * stored, but not printed: get() and list() would fail on the row).  what
+ * names the sum in the message.
+ */
+TimestampTz
+outbox_time_plus_us(TimestampTz t, int64 us, const char *what)
+{
+	TimestampTz result;
+
+	if (TIMESTAMP_NOT_FINITE(t) || pg_add_s64_overflow(t, us, &result) ||
+		!IS_VALID_TIMESTAMP(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("%s is out of range", what),
+				 errdetail("It would be past the last time a timestamptz can hold.")));
+	return result;
 }
 
 /* Topic: 1 to 255 characters. */
@@ -334,50 +364,60 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  */
 #define CANDIDATES_CTE(CANDIDATE_COLUMNS) \
 	"WITH r AS MATERIALIZED (" \
-	"  SELECT array_agg(topic_pattern ORDER BY id) AS patterns," \
-	"         array_agg(config -> 'ordered' = 'true'::jsonb ORDER BY id) AS ordered," \
-	"         array_agg(CASE WHEN jsonb_typeof(config -> 'max_attempts') = 'number'" \
-	"                        THEN least(greatest((config ->> 'max_attempts')::numeric, 1), 1000000)::int" \
+	"  SELECT pg_catalog.array_agg(topic_pattern ORDER BY id) AS patterns," \
+	"         pg_catalog.array_agg(config OPERATOR(pg_catalog.->) 'ordered'" \
+	"                                     OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb ORDER BY id) AS ordered," \
+	"         pg_catalog.array_agg(CASE WHEN pg_catalog.jsonb_typeof(config OPERATOR(pg_catalog.->) 'max_attempts')" \
+	"                                        OPERATOR(pg_catalog.=) 'number'" \
+	"                        THEN least(greatest((config OPERATOR(pg_catalog.->>) 'max_attempts')::numeric, 1), 1000000)::int" \
 	"                   END ORDER BY id) AS max_attempts," \
-	"         coalesce(bool_or(config -> 'ordered' = 'true'::jsonb), false) AS any_ordered," \
-	"         coalesce(bool_or(config ? 'max_attempts'), false) AS any_max_attempts" \
+	"         coalesce(pg_catalog.bool_or(config OPERATOR(pg_catalog.->) 'ordered'" \
+	"                                     OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb), false) AS any_ordered," \
+	"         coalesce(pg_catalog.bool_or(config OPERATOR(pg_catalog.?) 'max_attempts'), false) AS any_max_attempts" \
 	"    FROM txoutbox.routes WHERE enabled" \
 	"), candidates AS MATERIALIZED (" \
 	"  SELECT " CANDIDATE_COLUMNS ", m.available_at AS due, a.max_att," \
-	"         (m.status = 'processing' AND m.attempt_count >= a.max_att) AS exhausted" \
+	"         (m.status OPERATOR(pg_catalog.=) 'processing'" \
+	"          AND m.attempt_count OPERATOR(pg_catalog.>=) a.max_att) AS exhausted" \
 	"    FROM r, txoutbox.messages m," \
-	"         LATERAL (SELECT CASE WHEN r.any_max_attempts AND m.status = 'processing'" \
+	"         LATERAL (SELECT CASE WHEN r.any_max_attempts AND m.status OPERATOR(pg_catalog.=) 'processing'" \
 	"              THEN coalesce(r.max_attempts[txoutbox._route_index(m.topic, r.patterns)], m.max_attempts)" \
 	"              ELSE m.max_attempts END AS max_att) a" \
-	"   WHERE m.status = ANY (" UNFINISHED ")" \
-	"     AND m.available_at <= $5 AND m.available_at >= $9" \
-	"     AND ($3::text IS NULL OR m.topic = $3)" \
-	"     AND ($6::text[] IS NULL OR m.topic = ANY ($6) OR m.topic ^@ ANY ($7))" \
-	"     AND ($8::text IS NULL OR m.tenant_id = $8)" \
-	"     AND ($10::uuid[] IS NULL OR m.id = ANY ($10))" \
+	"   WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")" \
+	"     AND m.available_at OPERATOR(pg_catalog.<=) $5 AND m.available_at OPERATOR(pg_catalog.>=) $9" \
+	"     AND ($3::pg_catalog.text IS NULL OR m.topic OPERATOR(pg_catalog.=) $3)" \
+	"     AND ($6::pg_catalog.text[] IS NULL OR m.topic OPERATOR(pg_catalog.=) ANY ($6)" \
+	"          OR m.topic OPERATOR(pg_catalog.^@) ANY ($7))" \
+	"     AND ($8::pg_catalog.text IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $8)" \
+	"     AND ($10::pg_catalog.uuid[] IS NULL OR m.id OPERATOR(pg_catalog.=) ANY ($10))" \
 	"     AND (NOT r.any_ordered OR m.message_key IS NULL" \
 	"          OR NOT coalesce(r.ordered[txoutbox._route_index(m.topic, r.patterns)], false)" \
 	"          OR (NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
-	"                           WHERE e.topic = m.topic AND e.message_key = m.message_key" \
-	"                             AND e.id < m.id AND e.status = ANY (" KEY_BLOCKING ")" \
-	"                             AND NOT (e.status = 'failed' AND EXISTS" \
-	"                                  (SELECT 1 FROM txoutbox.skipped_messages k WHERE k.id = e.id)))" \
+	"                           WHERE e.topic OPERATOR(pg_catalog.=) m.topic" \
+	"                             AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
+	"                             AND e.id OPERATOR(pg_catalog.<) m.id" \
+	"                             AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING ")" \
+	"                             AND NOT (e.status OPERATOR(pg_catalog.=) 'failed' AND EXISTS" \
+	"                                  (SELECT 1 FROM txoutbox.skipped_messages k" \
+	"                                    WHERE k.id OPERATOR(pg_catalog.=) e.id)))" \
 	"              AND NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
-	"                               WHERE e.topic = m.topic AND e.message_key = m.message_key" \
-	"                                 AND e.id > m.id AND e.status = 'processing'" \
-	"                                 AND e.status = ANY (" KEY_BLOCKING "))))" \
+	"                               WHERE e.topic OPERATOR(pg_catalog.=) m.topic" \
+	"                                 AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
+	"                                 AND e.id OPERATOR(pg_catalog.>) m.id" \
+	"                                 AND e.status OPERATOR(pg_catalog.=) 'processing'" \
+	"                                 AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING "))))" \
 	"   ORDER BY m.available_at, m.id" \
 	"   LIMIT $2" \
 	"   FOR UPDATE OF m SKIP LOCKED" \
 	"), expired AS (" \
 	"  UPDATE txoutbox.messages m" \
 	"     SET status = 'failed'," \
-	"         last_error = format('lease of consumer %s expired after attempt %s of %s; no attempts left%s'," \
+	"         last_error = pg_catalog.format('lease of consumer %s expired after attempt %s of %s; no attempts left%s'," \
 	"                             m.locked_by, m.attempt_count, c.max_att," \
-	"                             ' (last error: ' || m.last_error || ')')," \
+	"                             ' (last error: ' OPERATOR(pg_catalog.||) m.last_error OPERATOR(pg_catalog.||) ')')," \
 	"         locked_by = NULL, locked_at = NULL, updated_at = $5" \
 	"    FROM candidates c" \
-	"   WHERE m.id = c.id AND c.exhausted" \
+	"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND c.exhausted" \
 	")"
 
 #define CLAIM_NARGS 10
@@ -452,9 +492,10 @@ outbox_claim(const ClaimRequest *req)
 				", claimed AS ("
 				"  UPDATE txoutbox.messages m"
 				"     SET status = 'processing', locked_by = $1, locked_at = $5,"
-				"         attempt_count = m.attempt_count + 1, available_at = $4, updated_at = $5"
+				"         attempt_count = m.attempt_count OPERATOR(pg_catalog.+) 1,"
+				"         available_at = $4, updated_at = $5"
 				"    FROM candidates c"
-				"   WHERE m.id = c.id AND NOT c.exhausted"
+				"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND NOT c.exhausted"
 				"  RETURNING m.*, c.due"
 				") SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY due, id",
 				CLAIM_NARGS, claim_argtypes);
@@ -502,8 +543,9 @@ outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of, TimestampT
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages"
 				"   SET status = 'processing', locked_by = $2, locked_at = $3,"
-				"       attempt_count = attempt_count + 1, available_at = $4, updated_at = $3"
-				" WHERE id = ANY ($1)",
+				"       attempt_count = attempt_count OPERATOR(pg_catalog.+) 1,"
+				"       available_at = $4, updated_at = $3"
+				" WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
 				4, argtypes);
 	run_plan(plan, values, NULL, SPI_OK_UPDATE);
 }
@@ -538,7 +580,8 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 	req.tenant = settings_bound_tenant();
 	req.as_of = required_finite_time(fcinfo, 4, "as_of");
 	if (PG_ARGISNULL(3))
-		req.lock_until = TimestampTzPlusMilliseconds(req.as_of, txoutbox_lock_timeout_ms);
+		req.lock_until = outbox_time_plus_us(req.as_of, (int64) txoutbox_lock_timeout_ms * 1000,
+											 "as_of + txoutbox.lock_timeout");
 	else
 	{
 		req.lock_until = required_finite_time(fcinfo, 3, "lock_until");
@@ -577,7 +620,8 @@ report_refused_transition(Datum id, const char *action, const char *required_sta
 	char	   *status;
 	char	   *locked_by;
 
-	cached_plan(&plan, "SELECT status, locked_by FROM txoutbox.messages WHERE id = $1",
+	cached_plan(&plan, "SELECT status, locked_by FROM txoutbox.messages"
+				" WHERE id OPERATOR(pg_catalog.=) $1",
 				1, argtypes);
 	if (run_plan(plan, &id, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
@@ -619,7 +663,8 @@ check_tenant_access(Datum id)
 		return;
 	values[0] = id;
 	values[1] = CStringGetTextDatum(bound);
-	cached_plan(&plan, "SELECT 1 FROM txoutbox.messages WHERE id = $1 AND tenant_id = $2",
+	cached_plan(&plan, "SELECT 1 FROM txoutbox.messages"
+				" WHERE id OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2",
 				2, argtypes);
 	if (run_plan(plan, values, NULL, SPI_OK_SELECT) == 0)
 		ereport(ERROR,
@@ -671,8 +716,9 @@ txoutbox_mark_succeeded(PG_FUNCTION_ARGS)
 								   "UPDATE txoutbox.messages"
 								   "   SET status = 'succeeded', published_at = $2, locked_by = NULL,"
 								   "       locked_at = NULL, updated_at = $2"
-								   " WHERE id = $1 AND status = 'processing'"
-								   "   AND ($3::text IS NULL OR locked_by = $3)"
+								   " WHERE id OPERATOR(pg_catalog.=) $1"
+								   "   AND status OPERATOR(pg_catalog.=) 'processing'"
+								   "   AND ($3::pg_catalog.text IS NULL OR locked_by OPERATOR(pg_catalog.=) $3)"
 								   " RETURNING " MESSAGE_COLUMNS,
 								   3, argtypes, values, nulls,
 								   "mark succeeded", "processing", consumer));
@@ -714,16 +760,17 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 
 	PG_RETURN_DATUM(transition_one(&plan,
 								   "UPDATE txoutbox.messages"
-								   "   SET status = CASE WHEN $3::timestamptz IS NOT NULL"
-								   "                      AND attempt_count < max_attempts"
+								   "   SET status = CASE WHEN $3::pg_catalog.timestamptz IS NOT NULL"
+								   "                      AND attempt_count OPERATOR(pg_catalog.<) max_attempts"
 								   "                     THEN 'retrying' ELSE 'failed' END,"
-								   "       available_at = CASE WHEN $3::timestamptz IS NOT NULL"
-								   "                            AND attempt_count < max_attempts"
+								   "       available_at = CASE WHEN $3::pg_catalog.timestamptz IS NOT NULL"
+								   "                            AND attempt_count OPERATOR(pg_catalog.<) max_attempts"
 								   "                           THEN $3 ELSE available_at END,"
 								   "       last_error = $2, locked_by = NULL, locked_at = NULL,"
 								   "       updated_at = $4"
-								   " WHERE id = $1 AND status = 'processing'"
-								   "   AND ($5::text IS NULL OR locked_by = $5)"
+								   " WHERE id OPERATOR(pg_catalog.=) $1"
+								   "   AND status OPERATOR(pg_catalog.=) 'processing'"
+								   "   AND ($5::pg_catalog.text IS NULL OR locked_by OPERATOR(pg_catalog.=) $5)"
 								   " RETURNING " MESSAGE_COLUMNS,
 								   5, argtypes, values, nulls,
 								   "mark failed", "processing", consumer));
@@ -759,12 +806,15 @@ txoutbox_replay(PG_FUNCTION_ARGS)
 	static SPIPlanPtr plan = NULL;
 
 	PG_RETURN_DATUM(failed_message_transition(fcinfo, &plan,
-											  "WITH unskip AS (DELETE FROM txoutbox.skipped_messages WHERE id = $1)"
+											  "WITH unskip AS (DELETE FROM txoutbox.skipped_messages"
+											  "                 WHERE id OPERATOR(pg_catalog.=) $1)"
 											  "UPDATE txoutbox.messages"
-											  "   SET status = 'pending', attempt_count = 0, available_at = now(),"
+											  "   SET status = 'pending', attempt_count = 0,"
+											  "       available_at = pg_catalog.now(),"
 											  "       locked_by = NULL, locked_at = NULL, published_at = NULL,"
-											  "       updated_at = now()"
-											  " WHERE id = $1 AND status = 'failed'"
+											  "       updated_at = pg_catalog.now()"
+											  " WHERE id OPERATOR(pg_catalog.=) $1"
+											  "   AND status OPERATOR(pg_catalog.=) 'failed'"
 											  " RETURNING " MESSAGE_COLUMNS,
 											  "replay"));
 }
@@ -780,10 +830,13 @@ txoutbox_skip(PG_FUNCTION_ARGS)
 
 	PG_RETURN_DATUM(failed_message_transition(fcinfo, &plan,
 											  "WITH skip AS (INSERT INTO txoutbox.skipped_messages (id)"
-											  "  SELECT id FROM txoutbox.messages WHERE id = $1 AND status = 'failed'"
+											  "  SELECT id FROM txoutbox.messages"
+											  "   WHERE id OPERATOR(pg_catalog.=) $1"
+											  "     AND status OPERATOR(pg_catalog.=) 'failed'"
 											  "  ON CONFLICT DO NOTHING)"
-											  "UPDATE txoutbox.messages SET updated_at = now()"
-											  " WHERE id = $1 AND status = 'failed'"
+											  "UPDATE txoutbox.messages SET updated_at = pg_catalog.now()"
+											  " WHERE id OPERATOR(pg_catalog.=) $1"
+											  "   AND status OPERATOR(pg_catalog.=) 'failed'"
 											  " RETURNING " MESSAGE_COLUMNS,
 											  "skip"));
 }
@@ -811,8 +864,10 @@ outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz publishe
 				"UPDATE txoutbox.messages"
 				"   SET status = 'succeeded', published_at = $3, locked_by = NULL,"
 				"       locked_at = NULL, updated_at = $3,"
-				"       attempt_count = attempt_count + CASE WHEN $4 THEN 1 ELSE 0 END"
-				" WHERE id = ANY ($1) AND ($4 OR (status = 'processing' AND locked_by = $2))",
+				"       attempt_count = attempt_count OPERATOR(pg_catalog.+) CASE WHEN $4 THEN 1 ELSE 0 END"
+				" WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
+				"   AND ($4 OR (status OPERATOR(pg_catalog.=) 'processing'"
+				"               AND locked_by OPERATOR(pg_catalog.=) $2))",
 				4, argtypes);
 	return run_plan(plan, values, NULL, SPI_OK_UPDATE);
 }
@@ -846,21 +901,25 @@ outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max
 	values[5] = max_attempts;
 	values[6] = Int32GetDatum(by_lock ? 1 : 0);
 	values[7] = not_sent;
-#define ATTEMPTS "(m.attempt_count + $7 - f.not_sent::int)"
+#define ATTEMPTS "(m.attempt_count OPERATOR(pg_catalog.+) $7 OPERATOR(pg_catalog.-) f.not_sent::int)"
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages m"
-				"   SET status = CASE WHEN f.next_at IS NULL OR " ATTEMPTS " >= coalesce(f.max_attempts, m.max_attempts)"
+				"   SET status = CASE WHEN f.next_at IS NULL"
+				"                       OR " ATTEMPTS " OPERATOR(pg_catalog.>=) coalesce(f.max_attempts, m.max_attempts)"
 				"                     THEN 'failed'"
-				"                     WHEN " ATTEMPTS " = 0 THEN 'pending' ELSE 'retrying' END,"
+				"                     WHEN " ATTEMPTS " OPERATOR(pg_catalog.=) 0 THEN 'pending' ELSE 'retrying' END,"
 				"       available_at = CASE WHEN f.next_at IS NOT NULL"
-				"                           AND " ATTEMPTS " < coalesce(f.max_attempts, m.max_attempts)"
+				"                           AND " ATTEMPTS " OPERATOR(pg_catalog.<) coalesce(f.max_attempts, m.max_attempts)"
 				"                           THEN f.next_at ELSE m.available_at END,"
 				"       attempt_count = " ATTEMPTS ","
 				"       last_error = f.reason, locked_by = NULL, locked_at = NULL, updated_at = $5"
-				"  FROM unnest($1, $2, $3, $6, $8) AS f(id, reason, next_at, max_attempts, not_sent)"
-				" WHERE m.id = f.id"
-				"   AND ($7 = 1 OR (m.status = 'processing' AND m.locked_by = $4))"
-				" RETURNING m.status <> 'failed'",
+				"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+				"                  pg_catalog.unnest($6), pg_catalog.unnest($8))"
+				"       AS f(id, reason, next_at, max_attempts, not_sent)"
+				" WHERE m.id OPERATOR(pg_catalog.=) f.id"
+				"   AND ($7 OPERATOR(pg_catalog.=) 1 OR (m.status OPERATOR(pg_catalog.=) 'processing'"
+				"                                        AND m.locked_by OPERATOR(pg_catalog.=) $4))"
+				" RETURNING m.status OPERATOR(pg_catalog.<>) 'failed'",
 				8, argtypes);
 #undef ATTEMPTS
 	run_plan(plan, values, NULL, SPI_OK_UPDATE_RETURNING);
@@ -892,9 +951,10 @@ outbox_purge_batch(TimestampTz cutoff, int limit)
 	values[1] = TimestampTzGetDatum(cutoff);
 	values[2] = Int32GetDatum(limit);
 	cached_plan(&plan,
-				"DELETE FROM txoutbox.messages WHERE id = ANY (ARRAY("
+				"DELETE FROM txoutbox.messages WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
 				"  SELECT id FROM txoutbox.messages"
-				"   WHERE id < $1 AND status = 'succeeded' AND updated_at < $2"
+				"   WHERE id OPERATOR(pg_catalog.<) $1 AND status OPERATOR(pg_catalog.=) 'succeeded'"
+				"     AND updated_at OPERATOR(pg_catalog.<) $2"
 				"   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))",
 				3, argtypes);
 	return run_plan(plan, values, NULL, SPI_OK_DELETE);
@@ -922,8 +982,10 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 	nulls[2] = route_prefixes ? ' ' : 'n';
 	cached_plan(&plan,
 				"SELECT available_at FROM txoutbox.messages m"
-				" WHERE m.status = ANY (" UNFINISHED ") AND m.available_at >= $1"
-				"   AND ($2::text[] IS NULL OR m.topic = ANY ($2) OR m.topic ^@ ANY ($3))"
+				" WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")"
+				"   AND m.available_at OPERATOR(pg_catalog.>=) $1"
+				"   AND ($2::pg_catalog.text[] IS NULL OR m.topic OPERATOR(pg_catalog.=) ANY ($2)"
+				"        OR m.topic OPERATOR(pg_catalog.^@) ANY ($3))"
 				" ORDER BY m.available_at, m.id LIMIT 1",
 				3, argtypes);
 	if (run_claim_plan(plan, values, nulls) == 0)
@@ -957,7 +1019,8 @@ outbox_leased_by(const char *consumer)
 
 	cached_plan(&plan,
 				"SELECT id, topic FROM txoutbox.messages"
-				" WHERE status = 'processing' AND locked_by = $1 ORDER BY id",
+				" WHERE status OPERATOR(pg_catalog.=) 'processing' AND locked_by OPERATOR(pg_catalog.=) $1"
+				" ORDER BY id",
 				1, argtypes);
 	return run_plan(plan, &arg, NULL, SPI_OK_SELECT);
 }
@@ -980,8 +1043,10 @@ outbox_release_leases(Datum ids, const char *consumer, TimestampTz at)
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages"
 				"   SET available_at = $3,"
-				"       last_error = format('%s exited while publishing attempt %s', locked_by, attempt_count)"
-				" WHERE id = ANY ($1) AND status = 'processing' AND locked_by = $2",
+				"       last_error = pg_catalog.format('%s exited while publishing attempt %s',"
+				"                                      locked_by, attempt_count)"
+				" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'processing'"
+				"   AND locked_by OPERATOR(pg_catalog.=) $2",
 				3, argtypes);
 	run_plan(plan, values, NULL, SPI_OK_UPDATE);
 }

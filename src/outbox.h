@@ -46,5 +46,6 @@ extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,
 extern int	outbox_leased_by(const char *consumer);	/* rows in SPI_tuptable */
 extern void outbox_release_leases(Datum ids, const char *consumer, TimestampTz at);
 extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);
+extern TimestampTz outbox_time_plus_us(TimestampTz t, int64 us, const char *what);
 
 #endif							/* TXOUTBOX_OUTBOX_H */

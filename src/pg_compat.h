@@ -22,6 +22,7 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/backend_status.h"
+#include "utils/guc.h"
 #include "utils/regproc.h"
 
 /*
@@ -78,6 +79,21 @@
 #define compat_am_background_worker() AmBackgroundWorkerProcess()
 #else
 #define compat_am_background_worker() IsBackgroundWorker
+#endif
+
+/*
+ * Pin search_path to "pg_catalog, pg_temp" at the current GUC nest level
+ * (GUC_ACTION_SAVE: undone by the AtEOXact_GUC of that level), before
+ * running user code on someone else's behalf.  17 added RestrictSearchPath()
+ * for this (VACUUM, ANALYZE, CREATE INDEX and REFRESH MATERIALIZED VIEW use
+ * it); on 15 and 16 we set the same value the same way.
+ */
+#if PG_VERSION_NUM >= 170000
+#define compat_restrict_search_path() RestrictSearchPath()
+#else
+#define compat_restrict_search_path() \
+	((void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, \
+							  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false))
 #endif
 
 /*

@@ -16,7 +16,14 @@
  * owner of dispatch()), so whoever can replace its body gains nothing, and
  * with search_path = pg_catalog, pg_temp whoever calls dispatch() (so nobody
  * can steer its unqualified names): like any SECURITY DEFINER function, it
- * should qualify names or SET its own search_path.
+ * should qualify names or SET its own search_path.  It runs as a
+ * security-restricted operation inside a GUC nest level that is rolled back
+ * when it returns (see call_function): nothing it sets reaches the worker's
+ * own statements or the session that called dispatch().
+ *
+ * A query cancel during a call is that message's failure only when it is
+ * the route's timeout; any other (pg_cancel_backend) ends the round, like a
+ * cancel of any statement, also when it is still pending after the call.
  *
  *-------------------------------------------------------------------------
  */
@@ -112,9 +119,15 @@ function_parse_config(Jsonb *config)
 }
 
 /*
- * Subtransaction body: call the function with the row as its owner, with a
- * fixed search_path; ignore its result.  An error's subtransaction abort
- * restores the user and the setting.
+ * Subtransaction body: call the function with the row, ignoring its result,
+ * the way PostgreSQL runs user code on someone else's behalf (VACUUM and
+ * ANALYZE running index expressions): as the function's owner, in a
+ * security-restricted operation (no SET ROLE, no temporary objects, no
+ * LISTEN, no cursors WITH HOLD: nothing that outlives the call), inside a
+ * GUC nest level that is rolled back when the call returns, so no setting
+ * it makes survives it, not even a session-level SET, with search_path
+ * pinned to pg_catalog, pg_temp.  An error's subtransaction abort restores
+ * the user, the security context and the settings.
  */
 static void
 call_function(void *arg)
@@ -126,11 +139,11 @@ call_function(void *arg)
 	int			nestlevel;
 	LOCAL_FCINFO(fcinfo, 1);
 
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(a->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(a->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	compat_restrict_search_path();
 
 	fmgr_info(a->fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
@@ -138,8 +151,20 @@ call_function(void *arg)
 	fcinfo->args[0].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);
 
+	/* roll back whatever the function set, SET and set_config() alike */
+	AtEOXact_GUC(false, nestlevel);
 	SetUserIdAndSecContext(save_user, save_sec);
-	AtEOXact_GUC(true, nestlevel);
+}
+
+/*
+ * Was a query cancel raised by a call the statement timeout the route's
+ * "timeout_ms" armed?  It was if that timeout is no longer active: it
+ * fired (nothing else disables it while the call runs).
+ */
+static bool
+route_timeout_fired(void)
+{
+	return !get_timeout_active(STATEMENT_TIMEOUT);
 }
 
 /* Call the route's function once per message, each in a subtransaction. */
@@ -154,21 +179,32 @@ function_publish(PublishItem *items, int n)
 		char	   *error = NULL;
 
 		const FunctionRoute *route = (const FunctionRoute *) items[i].route->parsed;
+		bool		timed = route->timeout_ms > 0 && compat_am_background_worker();
 		bool		ok;
 
 		args.fn = route->fn;
 		args.owner = route->owner;
 		args.row = items[i].msg->row;
-		if (route->timeout_ms > 0 && compat_am_background_worker())
+
+		/*
+		 * The route's own timeout (worker only) is this message's failure;
+		 * any other cancel (pg_cancel_backend) ends the round.
+		 */
+		if (timed)
 			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);
-		/* the route's own timeout (worker only) is this message's failure */
 		ok = try_in_subtransaction(call_function, &args, &error,
-								   route->timeout_ms > 0 && compat_am_background_worker());
-		if (route->timeout_ms > 0 && compat_am_background_worker())
+								   timed ? route_timeout_fired : NULL);
+		if (timed)
 		{
-			disable_timeout(STATEMENT_TIMEOUT, false);
-			/* a timeout that fired just after the call must not cancel the round */
-			QueryCancelPending = false;
+			disable_timeout(STATEMENT_TIMEOUT, true);
+
+			/*
+			 * Our timeout fired after the call had returned (or had failed):
+			 * its cancel is still pending and must not end the round.  A
+			 * cancel pending for any other reason stays pending.
+			 */
+			if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+				QueryCancelPending = false;
 		}
 		if (ok)
 			publisher_set_outcome(&items[i], PUBLISH_SUCCEEDED, NULL);

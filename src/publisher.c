@@ -324,11 +324,13 @@ publisher_set_outcome(PublishItem *item, PublishOutcome outcome, const char *fmt
  * when it returned; false when it raised, with the error message (in the
  * caller's memory context) in *error and the subtransaction rolled back.
  * A query cancel (statement_timeout, pg_cancel_backend) is thrown on after
- * the rollback unless catch_cancel: it ends the caller's statement, it is not
- * a failure of one message.
+ * the rollback, since it ends the caller's statement and is not a failure
+ * of one message, unless own_cancel is given and says it was the caller's
+ * own timeout (asked after the rollback).
  */
 bool
-try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error, bool catch_cancel)
+try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error,
+					  bool (*own_cancel) (void))
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -353,7 +355,8 @@ try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error, bool catc
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !catch_cancel)
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+			(own_cancel == NULL || !own_cancel()))
 			ReThrowError(edata);
 		*error = pstrdup(edata->message);
 		FreeErrorData(edata);

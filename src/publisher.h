@@ -121,7 +121,7 @@ extern char *jsonb_config_string(Jsonb *config, const char *key);
 extern bool jsonb_config_int(Jsonb *config, const char *key, int64 *value);
 extern bool jsonb_config_bool(Jsonb *config, const char *key, bool *value);
 extern bool try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error,
-								  bool catch_cancel);
+								  bool (*own_cancel) (void));
 extern void publisher_set_outcome(PublishItem *item, PublishOutcome outcome,
 								  const char *fmt,...) pg_attribute_printf(3, 4);
 

@@ -51,9 +51,10 @@ set_pause(FunctionCallInfo fcinfo, bool pause)
 	if (*plan == NULL)
 	{
 		*plan = SPI_prepare(pause ?
-							"UPDATE txoutbox.routes SET paused_at = coalesce(paused_at, now())"
-							" WHERE id = $1 RETURNING *" :
-							"UPDATE txoutbox.routes SET paused_at = NULL WHERE id = $1 RETURNING *",
+							"UPDATE txoutbox.routes SET paused_at = coalesce(paused_at, pg_catalog.now())"
+							" WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *" :
+							"UPDATE txoutbox.routes SET paused_at = NULL"
+							" WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *",
 							1, argtypes);
 		if (*plan == NULL || SPI_keepplan(*plan) != 0)
 			elog(ERROR, "txoutbox: could not prepare the pause of a route");
@@ -133,7 +134,7 @@ txoutbox_route_health(PG_FUNCTION_ARGS)
 		paused_at = SPI_getbinval(tup, desc, 5, &isnull);
 		paused = !isnull;
 		route_policy_default(&r.policy);
-		(void) try_in_subtransaction(parse_policy, &r, &error, false);
+		(void) try_in_subtransaction(parse_policy, &r, &error, NULL);
 		route_state_health(&r, &h);
 
 		values[0] = Int64GetDatum(r.id);

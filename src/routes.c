@@ -142,9 +142,9 @@ route_policy_parse(Jsonb *config, RoutePolicy *policy)
 	policy->breaker_max_cooldown_ms = (int32) policy_int(config, "breaker_max_cooldown_ms", 1, INT_MAX, 0);
 }
 
-/* SQL: add_route(topic_pattern, publisher, config) */
-Datum
-txoutbox_add_route(PG_FUNCTION_ARGS)
+/* add_route(): validate the route and insert it; returns the new row. */
+static Datum
+add_route(FunctionCallInfo fcinfo)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
@@ -196,6 +196,41 @@ txoutbox_add_route(PG_FUNCTION_ARGS)
 
 	/* messages that waited for this route can go now */
 	wakeup_at_commit();
+	return result;
+}
+
+/*
+ * SQL: add_route(topic_pattern, publisher, config)
+ * The statement that calls it carries the route's secrets (a webhook
+ * secret, header values, a password in a URL), so an error it raises is
+ * reported without that statement in the server log: the server would
+ * otherwise log it for every failed call (log_min_error_statement = error
+ * by default).  Likewise without the error's context, which quotes the
+ * calling statement when add_route() runs inside a function.  The client
+ * still gets the whole error.
+ */
+Datum
+txoutbox_add_route(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum result = (Datum) 0;
+
+	PG_TRY();
+	{
+		result = add_route(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->hide_stmt = true;	/* what errhidestmt(true) sets */
+		edata->hide_ctx = true;		/* what errhidecontext(true) sets */
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 	PG_RETURN_DATUM(result);
 }
 
@@ -293,7 +328,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 			ParseArgs	args = {r};
 			char	   *error = NULL;
 
-			if (!try_in_subtransaction(parse_route, &args, &error, false))
+			if (!try_in_subtransaction(parse_route, &args, &error, NULL))
 				r->broken = psprintf("route %lld (%s) is misconfigured: %s",
 									 (long long) r->id, r->pattern, error);
 		}
