@@ -1,6 +1,9 @@
 -- core_enqueue: CREATE EXTENSION, enqueue() with every argument, and the
 -- UUIDv7 ids.  Nothing here prints an id or a timestamp: they are compared.
-CREATE EXTENSION txoutbox;
+-- (In the upgrade pass the extension exists already, updated from 0.1.0.)
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
