@@ -119,6 +119,6 @@ SELECT txoutbox.uuid_v7_floor('infinity');
 TRUNCATE txoutbox.messages;
 
 -- The extension is versioned: ALTER EXTENSION ... UPDATE works (nothing to
--- do while 0.1.0 is the only version) and the installed version is known.
+-- do: the default version is installed) and the installed version is known.
 ALTER EXTENSION txoutbox UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'txoutbox';
