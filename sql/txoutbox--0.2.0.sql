@@ -10,16 +10,19 @@
 \echo Use "CREATE EXTENSION txoutbox" to load this file. \quit
 
 -- The schema must be ours: a schema called txoutbox created beforehand by
--- another role could hold objects that shadow the ones below.
+-- another role could hold objects that shadow the ones below.  (A restore
+-- of pg_dump's output creates the schema, empty, and gives it to the role
+-- that owned it, a superuser, before CREATE EXTENSION runs.)
 DO $guard$
 BEGIN
-    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox')
-       OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+                WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox'
+                  AND r.rolname OPERATOR(pg_catalog.<>) CURRENT_USER AND NOT r.rolsuper)
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                    WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox')
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
                    WHERE n.nspname OPERATOR(pg_catalog.=) 'txoutbox') THEN
-        RAISE EXCEPTION 'schema txoutbox already exists and is not empty or not owned by %', CURRENT_USER
+        RAISE EXCEPTION 'schema txoutbox already exists and is not empty or not owned by % or a superuser', CURRENT_USER
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Drop the schema txoutbox (it was not made by CREATE EXTENSION) and try again.';
     END IF;
