@@ -24,7 +24,7 @@ SHLIB_LINK = -lcurl -Wl,--version-script=$(srcdir)/src/exports.map
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
 REGRESS = core_enqueue enqueue_insert core_claim core_marks core_read core_errors core_trigger routes dispatch \
-	ordering capture route_policy security
+	ordering capture route_policy security notified_since
 REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress --encoding=UTF8 --no-locale
 
 # isolation specs (test/specs/<name>.spec, test/expected/<name>.out)

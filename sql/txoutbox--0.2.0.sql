@@ -82,6 +82,12 @@ CREATE INDEX messages_key_order_idx ON txoutbox.messages (topic, message_key, id
     WHERE message_key IS NOT NULL
       AND status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'processing', 'retrying', 'failed']::pg_catalog.text[]);
 
+-- notified_since(): succeeded messages in publish order.  Only succeeded
+-- rows are in it: a message gets its one entry from the mark that makes it
+-- succeeded (that UPDATE writes new index entries anyway).
+CREATE INDEX messages_published_idx ON txoutbox.messages (published_at, id)
+    WHERE status OPERATOR(pg_catalog.=) 'succeeded';
+
 -- Failed messages an operator skipped with skip(): they no longer block
 -- their key on an ordered route.
 CREATE TABLE txoutbox.skipped_messages (
@@ -252,6 +258,90 @@ BEGIN
             OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
          ORDER BY m.id
          LIMIT list.max_messages;
+END
+$$;
+
+-- Catching up after a reconnect: NOTIFY keeps nothing for a session that is
+-- not listening, so a listener reads what it missed here.  The succeeded
+-- messages whose topic goes to a notify route now (the most specific
+-- enabled match, as route_for(); on that channel when given), published at
+-- since or later, in publish order: published_at, then id.  Page on with
+-- since => the last row's published_at and after_id => its id.  Scoped to a
+-- bound tenant like list().
+CREATE FUNCTION txoutbox.notified_since(
+    since timestamptz,
+    channel text DEFAULT NULL,
+    topic_pattern text DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    org_id text DEFAULT NULL,
+    max_messages integer DEFAULT 100,
+    after_id uuid DEFAULT NULL)
+RETURNS SETOF txoutbox.messages
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF notified_since.since IS NULL THEN
+        RAISE EXCEPTION 'since must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_catalog.isfinite(notified_since.since) THEN
+        RAISE EXCEPTION 'since must be a finite timestamp' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF notified_since.channel IS NOT NULL
+       AND pg_catalog.octet_length(notified_since.channel) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION 'notify channel must be 1 to 63 bytes long' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF notified_since.topic_pattern IS NOT NULL
+       AND pg_catalog.length(notified_since.topic_pattern) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'topic_pattern must be 1 to 255 characters long, not %',
+                        pg_catalog.length(notified_since.topic_pattern)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.strpos(pg_catalog.left(notified_since.topic_pattern, -1), '*') OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'invalid topic_pattern "%"', notified_since.topic_pattern
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A pattern is an exact topic or a prefix ending in "*", such as "orders.*".';
+    END IF;
+    IF notified_since.max_messages IS NULL THEN
+        RAISE EXCEPTION 'max_messages must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF notified_since.max_messages OPERATOR(pg_catalog.<) 1 OR notified_since.max_messages OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'max_messages must be between 1 and 10000, not %', notified_since.max_messages
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- (published_at, id) >= (since, the nil uuid) is published_at >= since;
+    -- > (since, after_id) is the next page.  Planned per call, with the
+    -- values: a recent since walks the end of messages_published_idx.
+    RETURN QUERY EXECUTE pg_catalog.format($q$
+        SELECT m.* FROM txoutbox.messages m
+         CROSS JOIN LATERAL (
+               SELECT r.publisher, r.config FROM txoutbox.routes r
+                WHERE r.enabled
+                  AND (r.topic_pattern OPERATOR(pg_catalog.=) m.topic
+                       OR (pg_catalog.right(r.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
+                           AND pg_catalog.starts_with(m.topic, pg_catalog.left(r.topic_pattern, -1))))
+                ORDER BY (r.topic_pattern OPERATOR(pg_catalog.=) m.topic) DESC,
+                         pg_catalog.length(r.topic_pattern) DESC
+                LIMIT 1) r
+         WHERE m.status OPERATOR(pg_catalog.=) 'succeeded'
+           AND ROW(m.published_at, m.id) %s ROW($1, $2)
+           AND r.publisher OPERATOR(pg_catalog.=) 'notify'
+           AND ($3 IS NULL
+                OR COALESCE(r.config OPERATOR(pg_catalog.->>) 'channel', 'txoutbox') OPERATOR(pg_catalog.=) $3)
+           AND ($4 IS NULL OR m.topic OPERATOR(pg_catalog.=) $4
+                OR (pg_catalog.right($4, 1) OPERATOR(pg_catalog.=) '*'
+                    AND pg_catalog.starts_with(m.topic, pg_catalog.left($4, -1))))
+           AND ($5 IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $5)
+           AND ($6 IS NULL OR m.org_id OPERATOR(pg_catalog.=) $6)
+           AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+         ORDER BY m.published_at, m.id
+         LIMIT $7$q$,
+        CASE WHEN notified_since.after_id IS NULL THEN 'OPERATOR(pg_catalog.>=)' ELSE 'OPERATOR(pg_catalog.>)' END)
+    USING notified_since.since,
+          COALESCE(notified_since.after_id, '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid),
+          notified_since.channel, notified_since.topic_pattern, notified_since.tenant_id,
+          notified_since.org_id, notified_since.max_messages;
 END
 $$;
 
@@ -478,7 +568,7 @@ $$;
 -- Privileges ----------------------------------------------------------------------
 -- Nothing is granted to PUBLIC.  Three grant sets, given with grant_role():
 --   producer: enqueue (and capture() for change-capture triggers)
---   consumer: claim, mark_succeeded, mark_failed, get, list
+--   consumer: claim, mark_succeeded, mark_failed, get, list, notified_since
 --   admin:    everything: routes, replay, skip, purge, dispatch, stats,
 --             worker_status, tenant isolation, and SET / ALTER SYSTEM on the
 --             tuning settings (not database, workers, tenant_id,
@@ -518,6 +608,27 @@ BEGIN
 END
 $$;
 
+-- The functions of the producer and consumer grant sets (admin has every
+-- function).  A version that adds a function to a set replaces this one.
+CREATE FUNCTION txoutbox._grant_set_functions(grant_set text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE grant_set
+        WHEN 'producer' THEN
+            ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
+                  'txoutbox.capture()']
+        WHEN 'consumer' THEN
+            ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
+                  'txoutbox.mark_succeeded(uuid,timestamptz,text)',
+                  'txoutbox.mark_failed(uuid,text,timestamptz,timestamptz,text)',
+                  'txoutbox.get(uuid)',
+                  'txoutbox.list(text,text,text,text,integer,uuid)',
+                  'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)']
+    END
+$$;
+
 CREATE FUNCTION txoutbox.grant_role(role_name regrole, grant_set text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -527,13 +638,6 @@ DECLARE
     fn text;
     setting text;
     tuning text[] := txoutbox._tuning_settings();
-    producer text[] := ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
-                             'txoutbox.capture()'];
-    consumer text[] := ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
-                             'txoutbox.mark_succeeded(uuid,timestamptz,text)',
-                             'txoutbox.mark_failed(uuid,text,timestamptz,timestamptz,text)',
-                             'txoutbox.get(uuid)',
-                             'txoutbox.list(text,text,text,text,integer,uuid)'];
 BEGIN
     IF role_name IS NULL OR grant_set IS NULL THEN
         RAISE EXCEPTION 'role_name and grant_set must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -553,7 +657,7 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    FOREACH fn IN ARRAY CASE grant_set WHEN 'producer' THEN producer ELSE consumer END LOOP
+    FOREACH fn IN ARRAY txoutbox._grant_set_functions(grant_set) LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, role_name);
     END LOOP;
 END
@@ -582,6 +686,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION txoutbox._tuning_settings() FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox._grant_set_functions(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox._require_extension_owner() FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.grant_role(regrole, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox.revoke_role(regrole) FROM PUBLIC;

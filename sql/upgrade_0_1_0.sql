@@ -156,10 +156,16 @@ SELECT last_value = :'seq_last' AND is_called = :'seq_called' AS route_ids_go_on
 SELECT topic, status, messages, publisher, unrouted, blocked_keys
   FROM txoutbox.stats ORDER BY topic, status;
 
--- The grant sets are kept.
+-- The grant sets are kept; the consumer and admin sets' new function comes
+-- with grant_role() (the update's WARNING above named the roles).
 SELECT r AS role, has_function_privilege(r, 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)', 'EXECUTE') AS enqueue,
        has_function_privilege(r, 'txoutbox.claim(text,integer,text,timestamptz,timestamptz)', 'EXECUTE') AS claim,
-       has_function_privilege(r, 'txoutbox.add_route(text,text,jsonb)', 'EXECUTE') AS add_route
+       has_function_privilege(r, 'txoutbox.add_route(text,text,jsonb)', 'EXECUTE') AS add_route,
+       has_function_privilege(r, 'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)', 'EXECUTE') AS notified_since
+  FROM unnest(ARRAY['txo_up_producer', 'txo_up_consumer', 'txo_up_admin']) r;
+SELECT txoutbox.grant_role('txo_up_consumer', 'consumer');
+SELECT txoutbox.grant_role('txo_up_admin', 'admin');
+SELECT r AS role, has_function_privilege(r, 'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)', 'EXECUTE') AS notified_since
   FROM unnest(ARRAY['txo_up_producer', 'txo_up_consumer', 'txo_up_admin']) r;
 
 -- pg_dump now keeps the tables' rows (and where route ids go on)
@@ -190,6 +196,10 @@ SELECT m.payload ->> 'n' AS claimable_on_the_ordered_route
 SELECT * FROM txoutbox.dispatch(topic => 'up.notify.pending');
 SELECT * FROM txoutbox.dispatch(topic => 'up.notify.delayed');
 SELECT * FROM txoutbox.dispatch(topic => 'up.notify.exact');
+-- notified_since(): the notify messages that succeeded, in publish order
+SELECT payload ->> 'n' AS n, published_at FROM txoutbox.notified_since('2020-01-01 00:00:00+00')
+ WHERE published_at < '2021-01-01';
+SELECT payload ->> 'n' AS n FROM txoutbox.notified_since('2021-01-01 00:00:00+00') ORDER BY 1;
 -- a new route's id is past the removed one's
 SELECT id, topic_pattern FROM txoutbox.add_route('up.new', 'notify');
 SELECT payload ->> 'n' AS n, status, attempt_count, locked_by, last_error
