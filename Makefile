@@ -58,7 +58,7 @@ endif
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
 REGRESS = core_enqueue enqueue_insert core_claim core_marks core_read core_errors core_trigger routes dispatch \
-	time_range ordering capture route_policy security
+	time_range ordering capture route_policy security notified_since
 REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress --encoding=UTF8 --no-locale
 
 # isolation specs (test/specs/<name>.spec, test/expected/<name>.out)
@@ -68,7 +68,19 @@ ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso results regression.diffs regression.out
+# The upgrade pass: the same pg_regress suites and isolation specs once
+# more, each on an instance where the extension was created at 0.1.0, given
+# rows, and updated to the default version by the suite or spec named here
+# first (in this pass only).  installcheck runs it before the fresh pass.
+UPGRADE_REGRESS = upgrade_0_1_0 upgrade_catalog
+UPGRADE_ISOLATION = upgrade_0_1_0
+UPGRADE_REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress_upgrade \
+	--encoding=UTF8 --no-locale --outputdir=test/output_upgrade
+UPGRADE_ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso_upgrade \
+	--encoding=UTF8 --no-locale --inputdir=test --outputdir=test/output_iso_upgrade
+
+EXTRA_CLEAN = tmp_check_regress tmp_check_iso test/output_iso results regression.diffs regression.out \
+	tmp_check_regress_upgrade tmp_check_iso_upgrade test/output_upgrade test/output_iso_upgrade
 
 # No LLVM bitcode: it needs clang, and the JIT gains nothing from this code.
 override with_llvm = no
@@ -76,6 +88,19 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+installcheck: installcheck-upgrade
+
+.PHONY: installcheck-upgrade
+installcheck-upgrade: submake $(REGRESS_PREP)
+ifdef REGRESS
+	@echo "+++ regress install-check, updated from 0.1.0 +++"
+	$(pg_regress_installcheck) $(UPGRADE_REGRESS_OPTS) --dbname=$(CONTRIB_TESTDB) $(UPGRADE_REGRESS) $(REGRESS)
+endif
+ifdef ISOLATION
+	@echo "+++ isolation install-check, updated from 0.1.0 +++"
+	$(pg_isolation_regress_installcheck) $(UPGRADE_ISOLATION_OPTS) --dbname=$(ISOLATION_TESTDB) $(UPGRADE_ISOLATION) $(ISOLATION)
+endif
 
 # PGXS does not track headers: every object depends on ours
 $(OBJS): $(wildcard src/*.h)

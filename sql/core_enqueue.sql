@@ -1,6 +1,9 @@
 -- core_enqueue: CREATE EXTENSION, enqueue() with every argument, and the
 -- UUIDv7 ids.  Nothing here prints an id or a timestamp: they are compared.
-CREATE EXTENSION txoutbox;
+-- (In the upgrade pass the extension exists already, updated from 0.1.0.)
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS txoutbox;
+RESET client_min_messages;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -116,6 +119,6 @@ SELECT txoutbox.uuid_v7_floor('infinity');
 TRUNCATE txoutbox.messages;
 
 -- The extension is versioned: ALTER EXTENSION ... UPDATE works (nothing to
--- do while 0.1.0 is the only version) and the installed version is known.
+-- do: the default version is installed) and the installed version is known.
 ALTER EXTENSION txoutbox UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'txoutbox';

@@ -1,0 +1,212 @@
+/*
+ * txoutbox--0.1.0--0.2.0.sql: ALTER EXTENSION txoutbox UPDATE from 0.1.0.
+ *
+ * Each change of txoutbox--0.2.0.sql since 0.1.0, made the same way, in the
+ * order of that script; a change to 0.2.0 (it is edited in place until its
+ * release) is made in both.  `make installcheck` checks that an extension
+ * updated from 0.1.0 keeps every message and route (sql/upgrade_0_1_0.sql)
+ * and has the same objects as a fresh install (sql/upgrade_catalog.sql).
+ *
+ * Nothing here rewrites rows.  There is no schema guard: the schema is the
+ * extension's own by now (the install script's guard would refuse it, as it
+ * is not empty).  A function added to a grant set is not granted to the
+ * roles that hold the set already: a GRANT run here would be recorded as
+ * one of the extension's initial privileges, which pg_dump leaves out, so a
+ * restore would lose it.  Run grant_role() again after the update instead
+ * (the WARNING at the end names the roles: an extension script's
+ * notices are not shown).
+ */
+
+\echo Use "ALTER EXTENSION txoutbox UPDATE" to load this file. \quit
+
+-- Messages ------------------------------------------------------------------
+
+-- notified_since(): succeeded messages in publish order.  (Built here over
+-- the succeeded messages there are; enqueue waits while it is built.)
+CREATE INDEX messages_published_idx ON txoutbox.messages (published_at, id)
+    WHERE status OPERATOR(pg_catalog.=) 'succeeded';
+
+-- Backups -------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('txoutbox.messages', '');
+SELECT pg_catalog.pg_extension_config_dump('txoutbox.skipped_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('txoutbox.routes', '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('txoutbox.routes', 'id')::pg_catalog.regclass, '');
+
+-- Reading -------------------------------------------------------------------
+
+-- Catching up after a reconnect: NOTIFY keeps nothing for a session that is
+-- not listening, so a listener reads what it missed here.  The succeeded
+-- messages whose topic goes to a notify route now (the most specific
+-- enabled match, as route_for(); on that channel when given), published at
+-- since or later, in publish order: published_at, then id.  Page on with
+-- since => the last row's published_at and after_id => its id.  Scoped to a
+-- bound tenant like list().
+CREATE FUNCTION txoutbox.notified_since(
+    since timestamptz,
+    channel text DEFAULT NULL,
+    topic_pattern text DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    org_id text DEFAULT NULL,
+    max_messages integer DEFAULT 100,
+    after_id uuid DEFAULT NULL)
+RETURNS SETOF txoutbox.messages
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF notified_since.since IS NULL THEN
+        RAISE EXCEPTION 'since must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_catalog.isfinite(notified_since.since) THEN
+        RAISE EXCEPTION 'since must be a finite timestamp' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF notified_since.channel IS NOT NULL
+       AND pg_catalog.octet_length(notified_since.channel) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION 'notify channel must be 1 to 63 bytes long' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF notified_since.topic_pattern IS NOT NULL
+       AND pg_catalog.length(notified_since.topic_pattern) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'topic_pattern must be 1 to 255 characters long, not %',
+                        pg_catalog.length(notified_since.topic_pattern)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.strpos(pg_catalog.left(notified_since.topic_pattern, -1), '*') OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'invalid topic_pattern "%"', notified_since.topic_pattern
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A pattern is an exact topic or a prefix ending in "*", such as "orders.*".';
+    END IF;
+    IF notified_since.max_messages IS NULL THEN
+        RAISE EXCEPTION 'max_messages must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF notified_since.max_messages OPERATOR(pg_catalog.<) 1 OR notified_since.max_messages OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'max_messages must be between 1 and 10000, not %', notified_since.max_messages
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- (published_at, id) >= (since, the nil uuid) is published_at >= since;
+    -- > (since, after_id) is the next page.  Planned per call, with the
+    -- values: a recent since walks the end of messages_published_idx.
+    RETURN QUERY EXECUTE pg_catalog.format($q$
+        SELECT m.* FROM txoutbox.messages m
+         CROSS JOIN LATERAL (
+               SELECT r.publisher, r.config FROM txoutbox.routes r
+                WHERE r.enabled
+                  AND (r.topic_pattern OPERATOR(pg_catalog.=) m.topic
+                       OR (pg_catalog.right(r.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
+                           AND pg_catalog.starts_with(m.topic, pg_catalog.left(r.topic_pattern, -1))))
+                ORDER BY (r.topic_pattern OPERATOR(pg_catalog.=) m.topic) DESC,
+                         pg_catalog.length(r.topic_pattern) DESC
+                LIMIT 1) r
+         WHERE m.status OPERATOR(pg_catalog.=) 'succeeded'
+           AND ROW(m.published_at, m.id) %s ROW($1, $2)
+           AND r.publisher OPERATOR(pg_catalog.=) 'notify'
+           AND ($3 IS NULL
+                OR COALESCE(r.config OPERATOR(pg_catalog.->>) 'channel', 'txoutbox') OPERATOR(pg_catalog.=) $3)
+           AND ($4 IS NULL OR m.topic OPERATOR(pg_catalog.=) $4
+                OR (pg_catalog.right($4, 1) OPERATOR(pg_catalog.=) '*'
+                    AND pg_catalog.starts_with(m.topic, pg_catalog.left($4, -1))))
+           AND ($5 IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $5)
+           AND ($6 IS NULL OR m.org_id OPERATOR(pg_catalog.=) $6)
+           AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+         ORDER BY m.published_at, m.id
+         LIMIT $7$q$,
+        CASE WHEN notified_since.after_id IS NULL THEN 'OPERATOR(pg_catalog.>=)' ELSE 'OPERATOR(pg_catalog.>)' END)
+    USING notified_since.since,
+          COALESCE(notified_since.after_id, '00000000-0000-0000-0000-000000000000'::pg_catalog.uuid),
+          notified_since.channel, notified_since.topic_pattern, notified_since.tenant_id,
+          notified_since.org_id, notified_since.max_messages;
+END
+$$;
+
+REVOKE ALL ON FUNCTION txoutbox.notified_since(timestamptz, text, text, text, text, integer, uuid) FROM PUBLIC;
+
+-- Privileges ----------------------------------------------------------------
+
+-- The functions of the producer and consumer grant sets (admin has every
+-- function).  A version that adds a function to a set replaces this one.
+CREATE FUNCTION txoutbox._grant_set_functions(grant_set text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE grant_set
+        WHEN 'producer' THEN
+            ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
+                  'txoutbox.capture()']
+        WHEN 'consumer' THEN
+            ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
+                  'txoutbox.mark_succeeded(uuid,timestamptz,text)',
+                  'txoutbox.mark_failed(uuid,text,timestamptz,timestamptz,text)',
+                  'txoutbox.get(uuid)',
+                  'txoutbox.list(text,text,text,text,integer,uuid)',
+                  'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)']
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION txoutbox.grant_role(role_name regrole, grant_set text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn text;
+    setting text;
+    tuning text[] := txoutbox._tuning_settings();
+BEGIN
+    IF role_name IS NULL OR grant_set IS NULL THEN
+        RAISE EXCEPTION 'role_name and grant_set must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM txoutbox._require_extension_owner();
+    IF grant_set OPERATOR(pg_catalog.<>) ALL (ARRAY['producer', 'consumer', 'admin']) THEN
+        RAISE EXCEPTION 'unknown grant set "%"', grant_set
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use producer, consumer or admin.';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA txoutbox TO %s', role_name);
+    IF grant_set OPERATOR(pg_catalog.=) 'admin' THEN
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA txoutbox TO %s', role_name);
+        EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.stats TO %s', role_name);
+        EXECUTE pg_catalog.format('GRANT SELECT, UPDATE (enabled) ON txoutbox.routes TO %s', role_name);
+        FOREACH setting IN ARRAY tuning LOOP
+            EXECUTE pg_catalog.format('GRANT SET, ALTER SYSTEM ON PARAMETER %s TO %s', setting, role_name);
+        END LOOP;
+        RETURN;
+    END IF;
+    FOREACH fn IN ARRAY txoutbox._grant_set_functions(grant_set) LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', fn, role_name);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION txoutbox._grant_set_functions(text) FROM PUBLIC;
+
+-- The roles that hold the admin set (they have add_route) or the consumer
+-- set (claim) get this version's new function from grant_role(), run after
+-- the update: say which (a WARNING: ALTER EXTENSION hides an update
+-- script's notices).
+DO $roles$
+DECLARE
+    roles text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s (%s)', r.grantee::pg_catalog.regrole, r.grant_set), ', '
+                                 ORDER BY r.grantee::pg_catalog.regrole::pg_catalog.text)
+      INTO roles
+      FROM (SELECT a.grantee,
+                   CASE WHEN pg_catalog.bool_or(p.proname OPERATOR(pg_catalog.=) 'add_route')
+                        THEN 'admin' ELSE 'consumer' END AS grant_set
+              FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+             WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+                       'txoutbox.add_route(text,text,jsonb)'::pg_catalog.regprocedure,
+                       'txoutbox.claim(text,integer,text,timestamptz,timestamptz)'::pg_catalog.regprocedure])
+               AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+               AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+               AND a.grantee OPERATOR(pg_catalog.<>) 0
+             GROUP BY a.grantee) r;
+    IF roles IS NOT NULL THEN
+        RAISE WARNING 'txoutbox 0.2.0 adds txoutbox.notified_since() to the consumer and admin grant sets'
+            USING DETAIL = pg_catalog.format('Roles holding those sets: %s.', roles),
+                  HINT = 'Run SELECT txoutbox.grant_role(role, set) for each of them after the update.';
+    END IF;
+END
+$roles$;
