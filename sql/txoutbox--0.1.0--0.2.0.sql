@@ -89,15 +89,7 @@ BEGIN
     -- values: a recent since walks the end of messages_published_idx.
     RETURN QUERY EXECUTE pg_catalog.format($q$
         SELECT m.* FROM txoutbox.messages m
-         CROSS JOIN LATERAL (
-               SELECT r.publisher, r.config FROM txoutbox.routes r
-                WHERE r.enabled
-                  AND (r.topic_pattern OPERATOR(pg_catalog.=) m.topic
-                       OR (pg_catalog.right(r.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
-                           AND pg_catalog.starts_with(m.topic, pg_catalog.left(r.topic_pattern, -1))))
-                ORDER BY (r.topic_pattern OPERATOR(pg_catalog.=) m.topic) DESC,
-                         pg_catalog.length(r.topic_pattern) DESC
-                LIMIT 1) r
+         CROSS JOIN LATERAL txoutbox.route_for(m.topic) r
          WHERE m.status OPERATOR(pg_catalog.=) 'succeeded'
            AND ROW(m.published_at, m.id) %s ROW($1, $2)
            AND r.publisher OPERATOR(pg_catalog.=) 'notify'
@@ -122,7 +114,127 @@ $$;
 
 REVOKE ALL ON FUNCTION txoutbox.notified_since(timestamptz, text, text, text, text, integer, uuid) FROM PUBLIC;
 
+-- Routes ---------------------------------------------------------------------
+
+-- pause_route() / resume_route() keep a route's pause here.
+ALTER TABLE txoutbox.routes ADD COLUMN paused_at timestamptz;
+
+-- The route a topic is published through: the enabled exact match, else the
+-- enabled prefix pattern with the longest prefix.  The rule is written once,
+-- in C (routes.c, route_match_rank), and _route_index() applies it here as
+-- it does in the dispatcher and in claim().
+CREATE OR REPLACE FUNCTION txoutbox.route_for(topic text)
+RETURNS txoutbox.routes
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.*
+      FROM (SELECT pg_catalog.array_agg(rt.id ORDER BY rt.id) AS ids,
+                   pg_catalog.array_agg(rt.topic_pattern ORDER BY rt.id) AS patterns
+              FROM txoutbox.routes rt WHERE rt.enabled) a
+      JOIN txoutbox.routes r
+        ON r.id OPERATOR(pg_catalog.=) a.ids[txoutbox._route_index(route_for.topic, a.patterns)]
+$$;
+
+-- Route health: the circuit breaker, rate limit and pause of each route.
+-- pause_route(id): nothing of the route is claimed until resume_route(id);
+-- its messages stay where they are and count no attempts.  The pause is
+-- txoutbox.routes.paused_at, so it survives restarts.
+CREATE FUNCTION txoutbox.pause_route(id bigint)
+RETURNS txoutbox.routes
+    AS 'MODULE_PATHNAME', 'txoutbox_pause_route'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION txoutbox.resume_route(id bigint)
+RETURNS txoutbox.routes
+    AS 'MODULE_PATHNAME', 'txoutbox_resume_route'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Per route: closed / open / half-open (its circuit breaker) or paused, the
+-- consecutive endpoint failures, since when it is in that state, the next
+-- probe of an open breaker, the last endpoint error, its rate limit, the
+-- rate it sent at over the last second, and until when its endpoint asked
+-- it to wait (Retry-After).  Breaker and rate live in shared memory: a
+-- restart closes every breaker.
+CREATE FUNCTION txoutbox._route_health()
+RETURNS TABLE (route_id bigint, topic_pattern text, publisher text, state text,
+               consecutive_failures integer, since timestamptz, next_probe timestamptz,
+               last_error text, rate_limit double precision, current_rate double precision,
+               held_until timestamptz)
+    AS 'MODULE_PATHNAME', 'txoutbox_route_health'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE VIEW txoutbox.route_health AS SELECT * FROM txoutbox._route_health();
+
+-- _route_index(), a pure function of its arguments, is called by the stats
+-- view, whose functions run with its reader's privileges: executable by
+-- anyone.  Made again rather than granted, so that the grants roles got
+-- since 0.1.0 are not taken for the extension's initial privileges.
+DROP FUNCTION txoutbox._route_index(text, text[]);
+CREATE FUNCTION txoutbox._route_index(topic text, patterns text[])
+RETURNS integer
+    AS 'MODULE_PATHNAME', 'txoutbox_route_index'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION txoutbox._route_index(text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION txoutbox._route_index(text, text[]) TO PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox.pause_route(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox.resume_route(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION txoutbox._route_health() FROM PUBLIC;
+REVOKE ALL ON txoutbox.route_health FROM PUBLIC;
+
+-- The stats view finds a topic's route with _route_index(), the matcher in C.
+CREATE OR REPLACE VIEW txoutbox.stats AS
+SELECT s.topic,
+       s.status,
+       s.messages,
+       s.oldest_created_at,
+       pg_catalog.now() OPERATOR(pg_catalog.-) s.oldest_created_at AS oldest_age,
+       r.id AS route_id,
+       r.publisher,
+       (r.id IS NULL) AS unrouted,
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'failed'
+                 AND r.config OPERATOR(pg_catalog.->) 'ordered' OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb
+            THEN (SELECT pg_catalog.count(DISTINCT f.message_key)
+                    FROM txoutbox.messages f
+                   WHERE f.topic OPERATOR(pg_catalog.=) s.topic
+                     AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR f.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+                     AND f.status OPERATOR(pg_catalog.=) 'failed'
+                     AND f.message_key IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM txoutbox.skipped_messages k
+                                      WHERE k.id OPERATOR(pg_catalog.=) f.id))
+            ELSE 0 END AS blocked_keys
+  FROM (SELECT m.topic, m.status, pg_catalog.count(*) AS messages,
+               pg_catalog.min(m.created_at) AS oldest_created_at
+          FROM txoutbox.messages m
+         WHERE (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+         GROUP BY m.topic, m.status) s
+  LEFT JOIN LATERAL (
+        SELECT rt.id, rt.publisher, rt.config
+          FROM (SELECT pg_catalog.array_agg(a.id ORDER BY a.id) AS ids,
+                       pg_catalog.array_agg(a.topic_pattern ORDER BY a.id) AS patterns
+                  FROM txoutbox.routes a WHERE a.enabled) e
+          JOIN txoutbox.routes rt
+            ON rt.id OPERATOR(pg_catalog.=) e.ids[txoutbox._route_index(s.topic, e.patterns)]) r ON true;
+
 -- Privileges ----------------------------------------------------------------
+
+-- The tuning settings the admin grant set may change: the breaker's too.
+CREATE OR REPLACE FUNCTION txoutbox._tuning_settings()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
+                 'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
+                 'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout',
+                 'txoutbox.breaker_failures', 'txoutbox.breaker_cooldown', 'txoutbox.breaker_max_cooldown']
+$$;
+
 
 -- The functions of the producer and consumer grant sets (admin has every
 -- function).  A version that adds a function to a set replaces this one.
@@ -167,6 +279,7 @@ BEGIN
     IF grant_set OPERATOR(pg_catalog.=) 'admin' THEN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA txoutbox TO %s', role_name);
         EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.stats TO %s', role_name);
+        EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.route_health TO %s', role_name);
         EXECUTE pg_catalog.format('GRANT SELECT, UPDATE (enabled) ON txoutbox.routes TO %s', role_name);
         FOREACH setting IN ARRAY tuning LOOP
             EXECUTE pg_catalog.format('GRANT SET, ALTER SYSTEM ON PARAMETER %s TO %s', setting, role_name);
@@ -204,7 +317,7 @@ BEGIN
                AND a.grantee OPERATOR(pg_catalog.<>) 0
              GROUP BY a.grantee) r;
     IF roles IS NOT NULL THEN
-        RAISE WARNING 'txoutbox 0.2.0 adds txoutbox.notified_since() to the consumer and admin grant sets'
+        RAISE WARNING 'txoutbox 0.2.0 adds txoutbox.notified_since() to the consumer and admin grant sets, and pause_route(), resume_route(), the route_health view and the breaker settings to the admin set'
             USING DETAIL = pg_catalog.format('Roles holding those sets: %s.', roles),
                   HINT = 'Run SELECT txoutbox.grant_role(role, set) for each of them after the update.';
     END IF;

@@ -104,6 +104,7 @@ CREATE TABLE txoutbox.routes (
     config         jsonb       NOT NULL DEFAULT '{}'::pg_catalog.jsonb,
     enabled        boolean     NOT NULL DEFAULT true,
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    paused_at      timestamptz,
     CONSTRAINT routes_pkey PRIMARY KEY (id),
     CONSTRAINT routes_topic_pattern_key UNIQUE (topic_pattern)
 );
@@ -314,15 +315,7 @@ BEGIN
     -- values: a recent since walks the end of messages_published_idx.
     RETURN QUERY EXECUTE pg_catalog.format($q$
         SELECT m.* FROM txoutbox.messages m
-         CROSS JOIN LATERAL (
-               SELECT r.publisher, r.config FROM txoutbox.routes r
-                WHERE r.enabled
-                  AND (r.topic_pattern OPERATOR(pg_catalog.=) m.topic
-                       OR (pg_catalog.right(r.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
-                           AND pg_catalog.starts_with(m.topic, pg_catalog.left(r.topic_pattern, -1))))
-                ORDER BY (r.topic_pattern OPERATOR(pg_catalog.=) m.topic) DESC,
-                         pg_catalog.length(r.topic_pattern) DESC
-                LIMIT 1) r
+         CROSS JOIN LATERAL txoutbox.route_for(m.topic) r
          WHERE m.status OPERATOR(pg_catalog.=) 'succeeded'
            AND ROW(m.published_at, m.id) %s ROW($1, $2)
            AND r.publisher OPERATOR(pg_catalog.=) 'notify'
@@ -409,22 +402,54 @@ END
 $$;
 
 -- The route a topic is published through: the enabled exact match, else the
--- enabled prefix pattern with the longest prefix.  (The dispatcher applies
--- the same rule in C, routes.c.)
+-- enabled prefix pattern with the longest prefix.  The rule is written once,
+-- in C (routes.c, route_match_rank), and _route_index() applies it here as
+-- it does in the dispatcher and in claim().
 CREATE FUNCTION txoutbox.route_for(topic text)
 RETURNS txoutbox.routes
 LANGUAGE sql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.* FROM txoutbox.routes r
-     WHERE r.enabled
-       AND (r.topic_pattern OPERATOR(pg_catalog.=) route_for.topic
-            OR (pg_catalog.right(r.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
-                AND pg_catalog.starts_with(route_for.topic, pg_catalog.left(r.topic_pattern, -1))))
-     ORDER BY (r.topic_pattern OPERATOR(pg_catalog.=) route_for.topic) DESC,
-              pg_catalog.length(r.topic_pattern) DESC
-     LIMIT 1
+    SELECT r.*
+      FROM (SELECT pg_catalog.array_agg(rt.id ORDER BY rt.id) AS ids,
+                   pg_catalog.array_agg(rt.topic_pattern ORDER BY rt.id) AS patterns
+              FROM txoutbox.routes rt WHERE rt.enabled) a
+      JOIN txoutbox.routes r
+        ON r.id OPERATOR(pg_catalog.=) a.ids[txoutbox._route_index(route_for.topic, a.patterns)]
 $$;
+
+-- Route health: the circuit breaker, rate limit and pause of each route.
+-- pause_route(id): nothing of the route is claimed until resume_route(id);
+-- its messages stay where they are and count no attempts.  The pause is
+-- txoutbox.routes.paused_at, so it survives restarts.
+CREATE FUNCTION txoutbox.pause_route(id bigint)
+RETURNS txoutbox.routes
+    AS 'MODULE_PATHNAME', 'txoutbox_pause_route'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION txoutbox.resume_route(id bigint)
+RETURNS txoutbox.routes
+    AS 'MODULE_PATHNAME', 'txoutbox_resume_route'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Per route: closed / open / half-open (its circuit breaker) or paused, the
+-- consecutive endpoint failures, since when it is in that state, the next
+-- probe of an open breaker, the last endpoint error, its rate limit, the
+-- rate it sent at over the last second, and until when its endpoint asked
+-- it to wait (Retry-After).  Breaker and rate live in shared memory: a
+-- restart closes every breaker.
+CREATE FUNCTION txoutbox._route_health()
+RETURNS TABLE (route_id bigint, topic_pattern text, publisher text, state text,
+               consecutive_failures integer, since timestamptz, next_probe timestamptz,
+               last_error text, rate_limit double precision, current_rate double precision,
+               held_until timestamptz)
+    AS 'MODULE_PATHNAME', 'txoutbox_route_health'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+CREATE VIEW txoutbox.route_health AS SELECT * FROM txoutbox._route_health();
 
 -- Dispatching -------------------------------------------------------------------
 
@@ -525,14 +550,12 @@ SELECT s.topic,
             OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
          GROUP BY m.topic, m.status) s
   LEFT JOIN LATERAL (
-        SELECT rt.id, rt.publisher, rt.config FROM txoutbox.routes rt
-         WHERE rt.enabled
-           AND (rt.topic_pattern OPERATOR(pg_catalog.=) s.topic
-                OR (pg_catalog.right(rt.topic_pattern, 1) OPERATOR(pg_catalog.=) '*'
-                    AND pg_catalog.starts_with(s.topic, pg_catalog.left(rt.topic_pattern, -1))))
-         ORDER BY (rt.topic_pattern OPERATOR(pg_catalog.=) s.topic) DESC,
-                  pg_catalog.length(rt.topic_pattern) DESC
-         LIMIT 1) r ON true;
+        SELECT rt.id, rt.publisher, rt.config
+          FROM (SELECT pg_catalog.array_agg(a.id ORDER BY a.id) AS ids,
+                       pg_catalog.array_agg(a.topic_pattern ORDER BY a.id) AS patterns
+                  FROM txoutbox.routes a WHERE a.enabled) e
+          JOIN txoutbox.routes rt
+            ON rt.id OPERATOR(pg_catalog.=) e.ids[txoutbox._route_index(s.topic, e.patterns)]) r ON true;
 
 -- Tenant isolation for direct table access ---------------------------------------
 -- Every function above already limits a session bound to a tenant (the
@@ -578,6 +601,9 @@ $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA txoutbox FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA txoutbox FROM PUBLIC;
 REVOKE ALL ON SCHEMA txoutbox FROM PUBLIC;
+-- ... but for _route_index(), a pure function of its arguments: the stats
+-- view calls it, and a view's functions run with its reader's privileges.
+GRANT EXECUTE ON FUNCTION txoutbox._route_index(text, text[]) TO PUBLIC;
 
 -- The settings the admin grant set may change; txoutbox.database, workers,
 -- tenant_id and http_allowed_hosts stay with superusers.
@@ -588,7 +614,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
                  'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
-                 'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout']
+                 'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout',
+                 'txoutbox.breaker_failures', 'txoutbox.breaker_cooldown', 'txoutbox.breaker_max_cooldown']
 $$;
 
 -- grant_role and revoke_role: only the extension's owner (or a superuser).
@@ -651,6 +678,7 @@ BEGIN
     IF grant_set OPERATOR(pg_catalog.=) 'admin' THEN
         EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA txoutbox TO %s', role_name);
         EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.stats TO %s', role_name);
+        EXECUTE pg_catalog.format('GRANT SELECT ON txoutbox.route_health TO %s', role_name);
         EXECUTE pg_catalog.format('GRANT SELECT, UPDATE (enabled) ON txoutbox.routes TO %s', role_name);
         FOREACH setting IN ARRAY tuning LOOP
             EXECUTE pg_catalog.format('GRANT SET, ALTER SYSTEM ON PARAMETER %s TO %s', setting, role_name);

@@ -70,5 +70,6 @@ extern MemoryContext worker_xact_begin(const char *activity);
 extern void worker_xact_commit(MemoryContext cxt);
 extern void worker_round(const DispatchOptions *opts, DispatchCounts *counts);
 extern void worker_collect(const DispatchOptions *opts, DispatchCounts *counts);
+extern int	worker_interrupted_leases(pg_uuid_t **ids);
 
 #endif							/* TXOUTBOX_DISPATCH_H */

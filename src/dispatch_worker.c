@@ -32,6 +32,7 @@
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "storage/lmgr.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -123,6 +124,51 @@ mark_finished(const DispatchOptions *opts, DispatchCounts *counts,
 	worker_xact_commit(cxt);
 }
 
+/*
+ * The leased messages of after-lease publishers being published now (in
+ * TopMemoryContext): if an ERROR ends the round, they are nobody's, and the
+ * dispatcher takes them back (worker_interrupted_leases).
+ */
+static pg_uuid_t *remembered = NULL;
+static int	nremembered = 0;
+static int	max_remembered = 0;
+
+static void
+remember_after_lease(const PublishBatch *batches, int nbatches)
+{
+	int			n = 0;
+	int			b,
+				i;
+
+	for (b = 0; b < nbatches; b++)
+		n += batches[b].n;
+	if (n > max_remembered)
+	{
+		if (remembered)
+			pfree(remembered);
+		remembered = MemoryContextAlloc(TopMemoryContext, sizeof(pg_uuid_t) * n);
+		max_remembered = n;
+	}
+	nremembered = 0;
+	for (b = 0; b < nbatches; b++)
+		for (i = 0; i < batches[b].n; i++)
+			remembered[nremembered++] = batches[b].items[i].msg->id;
+}
+
+/*
+ * The ids of the after-lease messages a round that ended in an ERROR was
+ * publishing (valid until the next round); forgotten here once taken.
+ */
+int
+worker_interrupted_leases(pg_uuid_t **ids)
+{
+	int			n = nremembered;
+
+	*ids = remembered;
+	nremembered = 0;
+	return n;
+}
+
 /* Run one round (see the file header).  Called with no transaction open. */
 void
 worker_round(const DispatchOptions *opts, DispatchCounts *counts)
@@ -205,6 +251,7 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	/* 2: after-lease publishers, in a transaction of their own */
 	if (nafter > 0)
 	{
+		remember_after_lease(after_lease, nafter);
 		worker_xact_begin("txoutbox: publishing");
 		for (b = 0; b < nafter; b++)
 		{
@@ -212,6 +259,7 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 			dispatch_mark(&after_lease[b], opts, false, counts);
 		}
 		worker_xact_commit(round_cxt);
+		nremembered = 0;
 	}
 
 	/* 3: network publishers, with no transaction open */

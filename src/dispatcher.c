@@ -28,8 +28,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -47,6 +53,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -57,6 +65,7 @@
 #include "outbox.h"
 #include "pg_compat.h"
 #include "shmem.h"
+#include "txoutbox.h"
 #include "wakeup.h"
 #include "worker.h"
 
@@ -71,11 +80,12 @@ typedef struct DispatcherState
 {
 	char	   *consumer;
 	bool		leases_taken_back;
-	bool		waiting_logged;
+	int			waiting_logged;	/* what the last "waiting" log said: 0 none, 1 no
+								 * extension, 2 another version */
 	TimestampTz next_purge;
 	TimestampTz next_round;		/* run a full round by then at the latest */
 	/* messages to publish one at a time (see the file header) */
-	Datum	   *suspects;		/* uuids, in TopMemoryContext */
+	pg_uuid_t  *suspects;		/* in TopMemoryContext */
 	int			nsuspects;
 	int			next_suspect;
 } DispatcherState;
@@ -132,6 +142,36 @@ database_being_dropped(void)
 }
 
 /*
+ * The version of the extension installed in this database, or NULL when it
+ * is not installed.  In a transaction.
+ */
+static char *
+installed_version(void)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("txoutbox"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
  * Take back what a previous run of this slot held when it exited (see the
  * file header): network and notify messages claimable at once, function
  * messages kept as suspects for one-at-a-time rounds.
@@ -149,7 +189,9 @@ take_back_leases(DispatcherState *st)
 	routes_load(&routes, cxt);
 	n = outbox_leased_by(st->consumer);
 	others = palloc(sizeof(Datum) * Max(n, 1));
-	st->suspects = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * Max(n, 1));
+	if (st->suspects)
+		pfree(st->suspects);
+	st->suspects = MemoryContextAlloc(TopMemoryContext, sizeof(pg_uuid_t) * Max(n, 1));
 	st->nsuspects = 0;
 	st->next_suspect = 0;
 	for (i = 0; i < n; i++)
@@ -159,14 +201,11 @@ take_back_leases(DispatcherState *st)
 		Datum		id = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
 		char	   *topic = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
 		OutboxRoute *r = routes_match(&routes, topic);
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-		Datum		copy = datumCopy(id, false, UUID_LEN);
 
-		MemoryContextSwitchTo(old);
 		if (r && !r->broken && r->publisher->kind == PUBLISHER_AFTER_LEASE)
-			st->suspects[st->nsuspects++] = copy;
+			st->suspects[st->nsuspects++] = *DatumGetUUIDP(id);
 		else
-			others[nothers++] = copy;
+			others[nothers++] = datumCopy(id, false, UUID_LEN);
 	}
 	if (nothers > 0)
 	{
@@ -184,6 +223,34 @@ take_back_leases(DispatcherState *st)
 				 errdetail("%d of them, of function routes, are published one at a time.",
 						   st->nsuspects) : 0));
 	worker_xact_commit(cxt);
+}
+
+/*
+ * After an ERROR: the messages of after-lease publishers that this round
+ * leased and was publishing when the error came are nobody's now (their
+ * transaction rolled back); publish them one at a time, like those a
+ * previous run left (see the file header), instead of waiting out their
+ * leases.
+ */
+static void
+take_back_interrupted(DispatcherState *st)
+{
+	pg_uuid_t  *ids;
+	int			n = worker_interrupted_leases(&ids);
+	int			left = st->nsuspects - st->next_suspect;
+	pg_uuid_t  *all;
+
+	if (n == 0)
+		return;
+	all = MemoryContextAlloc(TopMemoryContext, sizeof(pg_uuid_t) * (left + n));
+	if (left > 0)
+		memcpy(all, st->suspects + st->next_suspect, sizeof(pg_uuid_t) * left);
+	memcpy(all + left, ids, sizeof(pg_uuid_t) * n);
+	if (st->suspects)
+		pfree(st->suspects);
+	st->suspects = all;
+	st->nsuspects = left + n;
+	st->next_suspect = 0;
 }
 
 /*
@@ -266,7 +333,7 @@ suspect_round(DispatcherState *st)
 
 	if (st->next_suspect >= st->nsuspects)
 		return;
-	id = st->suspects[st->next_suspect++];
+	id = UUIDPGetDatum(&st->suspects[st->next_suspect++]);
 	dispatcher_options(st, &opts);
 	opts.max_messages = 1;
 	opts.only_ids = PointerGetDatum(construct_array(&id, 1, UUIDOID, UUID_LEN, false,
@@ -285,6 +352,7 @@ dispatcher_iteration(DispatcherState *st)
 	DispatchOptions opts;
 	DispatchCounts counts;
 	bool		have_extension;
+	char	   *version;
 	TimestampTz now;
 	long		sleep_ms = txoutbox_poll_interval_ms;
 	MemoryContext cxt = CurrentMemoryContext;
@@ -305,23 +373,39 @@ dispatcher_iteration(DispatcherState *st)
 						MyBgworkerEntry->bgw_extra)));
 		exit_on_purpose();
 	}
-	have_extension = OidIsValid(get_extension_oid("txoutbox", true));
+	version = installed_version();
+	if (version != NULL)
+		version = MemoryContextStrdup(cxt, version);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
+	have_extension = version != NULL;
 
-	if (!have_extension)
+	if (have_extension && strcmp(version, TXOUTBOX_VERSION) != 0)
 	{
-		if (!st->waiting_logged)
+		/* the library is newer than the objects: wait for the update */
+		if (st->waiting_logged != 2)
 			ereport(LOG,
-					(errmsg("txoutbox: extension txoutbox is not installed in database \"%s\"; waiting",
-							MyBgworkerEntry->bgw_extra),
-					 errhint("Run CREATE EXTENSION txoutbox in that database.")));
-		st->waiting_logged = true;
+					(errmsg("txoutbox: extension txoutbox %s is installed in database \"%s\"; this library needs %s; waiting",
+							version, MyBgworkerEntry->bgw_extra, TXOUTBOX_VERSION),
+					 errhint("Run ALTER EXTENSION txoutbox UPDATE in that database.")));
+		st->waiting_logged = 2;
 		st->leases_taken_back = false;
 		set_worker_state(WORKER_WAITING_FOR_EXTENSION, NULL);
 		return txoutbox_poll_interval_ms;
 	}
-	st->waiting_logged = false;
+	if (!have_extension)
+	{
+		if (st->waiting_logged != 1)
+			ereport(LOG,
+					(errmsg("txoutbox: extension txoutbox is not installed in database \"%s\"; waiting",
+							MyBgworkerEntry->bgw_extra),
+					 errhint("Run CREATE EXTENSION txoutbox in that database.")));
+		st->waiting_logged = 1;
+		st->leases_taken_back = false;
+		set_worker_state(WORKER_WAITING_FOR_EXTENSION, NULL);
+		return txoutbox_poll_interval_ms;
+	}
+	st->waiting_logged = 0;
 
 	if (!st->leases_taken_back)
 	{
@@ -424,7 +508,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 	char		dbname[NAMEDATALEN];
 	static char *last_logged_error = NULL;	/* static: kept across longjmp */
 	static long error_delay_ms = 0;
-	volatile bool full_round = true;
+	volatile bool run_round = true;
 
 	my_slot = DatumGetInt32(main_arg);
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
@@ -449,11 +533,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 
 	for (;;)
 	{
-		volatile long sleep_ms = 0;
-		int			woke;
-
 		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)
 		{
@@ -467,39 +547,48 @@ txoutbox_dispatcher_main(Datum main_arg)
 		MemoryContextSwitchTo(round_cxt);
 		PG_TRY();
 		{
-			if (full_round)
+			long		sleep_ms;
+			int			woke;
+
+			/* a cancel raises an ERROR: handled below like any (SIGTERM exits) */
+			CHECK_FOR_INTERRUPTS();
+			if (run_round)
 			{
 				sleep_ms = dispatcher_iteration(&st);
 				st.next_round = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+				error_delay_ms = 0;
+				if (last_logged_error)
+				{
+					pfree(last_logged_error);
+					last_logged_error = NULL;
+				}
 			}
 			else
 				dispatcher_collect(&st);
-			error_delay_ms = 0;
-			if (last_logged_error)
-			{
-				pfree(last_logged_error);
-				last_logged_error = NULL;
-			}
+
+			/*
+			 * One wait for everything: the latch (a commit, a signal), the
+			 * network publishers' sockets and timers, and the next round's
+			 * time.  (Inside the error handler's reach: a transport may
+			 * raise while it handles a socket.)
+			 */
+			sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), st.next_round);
+			woke = sleep_ms > 0 ? netpub_wait(sleep_ms) : NETPUB_WOKE_TIMEOUT;
+			run_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT)) != 0 ||
+				GetCurrentTimestamp() >= st.next_round;
+			if (error_delay_ms > 0 && GetCurrentTimestamp() < st.next_round)
+				run_round = false;	/* backing off: only record outcomes */
 		}
 		PG_CATCH();
 		{
 			recover_from_error(&last_logged_error);
+			take_back_interrupted(&st);
 			error_delay_ms = Min(Max(error_delay_ms * 2, 250), ERROR_DELAY_MAX_MS);
 			st.next_round = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), error_delay_ms);
+			run_round = false;
 			/* leases stay ours: requests may still be in flight under them */
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
-
-		/*
-		 * One wait for everything: the latch (a commit, a signal), the
-		 * network publishers' sockets and timers, and the next round's time.
-		 */
-		sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), st.next_round);
-		woke = sleep_ms > 0 ? netpub_wait(sleep_ms) : NETPUB_WOKE_TIMEOUT;
-		full_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT)) != 0 ||
-			GetCurrentTimestamp() >= st.next_round;
-		if (error_delay_ms > 0 && GetCurrentTimestamp() < st.next_round)
-			full_round = false;
 	}
 }

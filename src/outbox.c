@@ -1027,8 +1027,9 @@ outbox_leased_by(const char *consumer)
 
 /*
  * Dispatcher: end the leases consumer holds on ids (uuid[]) as of at,
- * noting in last_error that their holder exited while publishing them, so
- * that they are claimed again at once.  Caller is connected to SPI.
+ * noting in last_error that the attempt ended without an outcome (its
+ * worker exited, or the round publishing it failed), so that they are
+ * claimed again at once.  Caller is connected to SPI.
  */
 void
 outbox_release_leases(Datum ids, const char *consumer, TimestampTz at)
@@ -1043,8 +1044,9 @@ outbox_release_leases(Datum ids, const char *consumer, TimestampTz at)
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages"
 				"   SET available_at = $3,"
-				"       last_error = pg_catalog.format('%s exited while publishing attempt %s',"
-				"                                      locked_by, attempt_count)"
+				"       last_error = pg_catalog.format("
+				"           'attempt %s by %s ended without an outcome (its worker exited or its round failed)',"
+				"           attempt_count, locked_by)"
 				" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'processing'"
 				"   AND locked_by OPERATOR(pg_catalog.=) $2",
 				3, argtypes);

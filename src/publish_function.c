@@ -180,7 +180,7 @@ function_publish(PublishItem *items, int n)
 
 		const FunctionRoute *route = (const FunctionRoute *) items[i].route->parsed;
 		bool		timed = route->timeout_ms > 0 && compat_am_background_worker();
-		bool		ok;
+		volatile bool ok = false;
 
 		args.fn = route->fn;
 		args.owner = route->owner;
@@ -192,8 +192,19 @@ function_publish(PublishItem *items, int n)
 		 */
 		if (timed)
 			enable_timeout_after(STATEMENT_TIMEOUT, route->timeout_ms);
-		ok = try_in_subtransaction(call_function, &args, &error,
-								   timed ? route_timeout_fired : NULL);
+		PG_TRY();
+		{
+			ok = try_in_subtransaction(call_function, &args, &error,
+									   timed ? route_timeout_fired : NULL);
+		}
+		PG_CATCH();
+		{
+			/* a cancel that ends the round: the timeout must not outlive it */
+			if (timed)
+				disable_timeout(STATEMENT_TIMEOUT, false);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 		if (timed)
 		{
 			disable_timeout(STATEMENT_TIMEOUT, true);

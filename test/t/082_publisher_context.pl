@@ -210,8 +210,8 @@ isnt($state, 'error backoff', 'the worker is not in error backoff');
 is($werr, '', 'the worker reports no error');
 
 is($node->safe_psql('postgres', qq{
-	SELECT count(*) FROM public.session_seen WHERE pid = $pid}), '10',
-	'the worker marked the ten messages (seen by the trigger in its session)');
+	SELECT count(*) FROM public.session_seen WHERE pid = $pid AND status = 'succeeded'}), '10',
+	'the worker marked the ten messages (seen by the trigger in its session; function messages are leased first)');
 is($node->safe_psql('postgres', qq{
 	SELECT string_agg(DISTINCT concat_ws(' | ', path, dflt_read_only, stmt_timeout, app, work_mem), ', ')
 	  FROM public.session_seen WHERE pid = $pid}),

@@ -2,8 +2,10 @@
 # route with "timeout_ms" (issue 11, item 10).  Only the route's own
 # statement timeout is that message's failure; any other cancel (here the
 # function's own pg_cancel_backend(), as an operator's would be) ends the
-# round like a cancel of any statement: the round rolls back, attempt
-# uncounted, and the message goes out in a later round.  Two cases:
+# round like a cancel of any statement: the round rolls back, and the
+# message goes out in a later round (its attempt was counted before the
+# call, as for any function publisher: user code that ends the round or
+# the process cannot be retried forever).  Two cases:
 #  - the cancel is still pending when the call returns (the function's last
 #    act: no interrupt check runs between it and the return), which the
 #    worker used to clear, swallowing it;
@@ -77,8 +79,9 @@ $node->poll_query_until('postgres', qq{SELECT status = 'succeeded' FROM txoutbox
   or die 'cancel.after was not published';
 is($node->safe_psql('postgres', q{SELECT last_value FROM public.after_calls}), '2',
 	'the function was called twice: the cancel pending after the first call ended that round');
-is($node->safe_psql('postgres', qq{SELECT attempt_count, last_error IS NULL FROM txoutbox.messages WHERE id = '$id'}),
-	'1|t', 'the cancelled round was rolled back (no attempt counted, no error recorded)');
+like($node->safe_psql('postgres', qq{SELECT attempt_count || ' ' || last_error FROM txoutbox.messages WHERE id = '$id'}),
+	qr/^2 attempt 1 by txoutbox-worker-0 ended without an outcome \(its worker exited or its round failed\)$/,
+	'the cancelled round was rolled back: its attempt ended without an outcome, the next one published it');
 is($node->safe_psql('postgres', q{SELECT string_agg(call::text, ',') FROM public.side_effects WHERE topic = 'cancel.after'}),
 	'2', 'only the second call\'s writes were kept');
 ok(wait_for_log_since($node, qr/ERROR:  canceling statement due to user request/, $log_start),
@@ -91,8 +94,9 @@ $node->poll_query_until('postgres', qq{SELECT status = 'succeeded' FROM txoutbox
   or die 'cancel.inside was not published';
 is($node->safe_psql('postgres', q{SELECT last_value FROM public.inside_calls}), '2',
 	'the function was called twice');
-is($node->safe_psql('postgres', qq{SELECT attempt_count, last_error IS NULL FROM txoutbox.messages WHERE id = '$id'}),
-	'1|t', 'a cancel inside the call ended the round, it was no failure of the message');
+like($node->safe_psql('postgres', qq{SELECT attempt_count || ' ' || last_error FROM txoutbox.messages WHERE id = '$id'}),
+	qr/^2 attempt 1 by txoutbox-worker-0 ended without an outcome \(its worker exited or its round failed\)$/,
+	'a cancel inside the call ended the round, it was no failure of the message (its reason is not the cancel)');
 ok(wait_for_log_since($node, qr/ERROR:  canceling statement due to user request/, $after_cancel),
 	'the worker logged that cancel too');
 

@@ -34,10 +34,12 @@ wait_for_workers($node, 1);
 # one transaction, one claim: 25 good messages, the poison, 25 more, and 50
 # notify messages of another route
 my $poison = $node->safe_psql('postgres', q{
+	BEGIN;
 	SELECT count(txoutbox.enqueue('p.fn', jsonb_build_object('n', i))) FROM generate_series(1, 25) i;
 	SELECT id FROM txoutbox.enqueue('p.fn', '{"poison": true, "n": 0}', max_attempts => 3);
 	SELECT count(txoutbox.enqueue('p.fn', jsonb_build_object('n', i))) FROM generate_series(26, 50) i;
 	SELECT count(txoutbox.enqueue('p.note', jsonb_build_object('n', i))) FROM generate_series(1, 50) i;
+	COMMIT;
 });
 ($poison) = grep { /-/ } split /\n/, $poison;
 
@@ -48,7 +50,8 @@ my ($att, $err) = split /\|/, $node->safe_psql('postgres',
 	"SELECT attempt_count, last_error FROM txoutbox.messages WHERE id = '$poison'");
 is($att, '3', 'after its three attempts');
 like($err, qr/no attempts left/, "with a reason: $err");
-like($err, qr/exited while publishing/, 'which says the worker exited while publishing it');
+like($err, qr/attempt 3 by txoutbox-worker-0 ended without an outcome \(its worker exited/,
+	'which says the attempt ended without an outcome, the worker having exited');
 
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 50 FROM txoutbox.messages WHERE topic = 'p.fn' AND status = 'succeeded'"),

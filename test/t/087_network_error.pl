@@ -14,7 +14,8 @@ use TxoutboxTest;
 use HttpSink;
 
 my $sink = start_sink('sink');
-my $node = txoutbox_node('neterror', 'txoutbox.http_max_concurrency' => 1);
+my $node = txoutbox_node('neterror', 'txoutbox.http_max_concurrency' => 1,
+	'log_min_messages' => "'warning'");
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION txoutbox;
 	SELECT txoutbox.add_route('hook', 'http', '{"url": "$sink->{url}/hook"}');
@@ -26,8 +27,7 @@ $node->safe_psql('postgres', q{
 	SELECT pg_reload_conf();
 });
 my $a = $node->safe_psql('postgres', q{SELECT id FROM txoutbox.enqueue('hook', '{"m": "a"}')});
-ok( $node->poll_query_until('postgres',
-		q{SELECT bool_or(last_error LIKE '%fault injected at network_completion%') FROM txoutbox.worker_status()}),
+ok(wait_for_log_since($node, qr/ERROR:  txoutbox: fault injected at network_completion/, 0),
 	'the completion of the request raised an ERROR in the worker');
 ok(wait_until('the request', sub { sink_requests($sink, '/hook') >= 1 }), 'the request was sent');
 
