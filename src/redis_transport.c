@@ -29,8 +29,10 @@
  * head of the pipeline is the request a reply belongs to.  A request
  * whose reply is late (netpub's timeout) therefore takes its connection
  * down with it: the replies after it could not be told apart.  When a
- * connection goes down, a request whose command was written in full gets
- * a retry (it may have been stored), one not written in full is not sent.
+ * connection goes down, a request whose command was written (even in part)
+ * gets a retry that counts its attempt (it may have been stored; a command
+ * the server always cuts short cannot loop for ever), one of which nothing
+ * was written is not sent (its attempt is given back).
  *
  * netpub walks its running requests when it times them out, so a
  * connection dropped from abandon() cannot finish its other requests at
@@ -43,9 +45,10 @@
  * MISCONF, READONLY, NOAUTH, WRONGPASS, NOPERM, WRONGTYPE, MOVED/ASK,
  * other ERRs), except a command the server refused as too large
  * ("Protocol error: invalid bulk length", over proto-max-bulk-len), which
- * fails the message: retrying it cannot help.  READONLY, NOAUTH and
- * WRONGPASS also drop the connection (a failover, or credentials that
- * changed) and back off.  Error texts name the server by its url without
+ * fails the message: retrying it cannot help.  READONLY, NOAUTH, WRONGPASS
+ * and the protocol error a server without our AUTH gives big commands
+ * also drop the connection (a failover, or credentials that changed) and
+ * back off.  Error texts name the server by its url without
  * the password, and any reply text is cut short, made printable ASCII and
  * has the password taken out.
  *
@@ -260,16 +263,15 @@ unlink_request(RedisRequest *r)
 }
 
 /*
- * Finish r (out of every list) as unsent, or as a retry when its command
- * went out in full; now, or at the next timer when deferred (see the file
+ * Finish r (out of every list) as unsent, or as a retry when any of its
+ * command went out; now, or at the next timer when deferred (see the file
  * header).
  */
 static void
 finish_dropped(RedisRequest *r, bool deferred, const char *why)
 {
 	RedisConn  *conn = r->conn;
-	bool		sent = r->place == REDIS_REQ_PIPELINED &&
-		r->first_byte + r->command_len <= conn->written;
+	bool		sent = r->place == REDIS_REQ_PIPELINED && r->first_byte < conn->written;
 
 	unlink_request(r);
 	if (!deferred)
@@ -534,8 +536,11 @@ classify_error(const char *text, bool *drop)
 	*drop = false;
 	if (strncmp(text, "ERR Protocol error: invalid bulk length", 39) == 0)
 		return PUBLISH_FAILED;
+	/* since Redis 6.2.6 (CVE-2021-32675) a client that has not authenticated
+	 * gets a protocol error for a command of more than 10 arguments */
 	if (strncmp(text, "READONLY", 8) == 0 || strncmp(text, "NOAUTH", 6) == 0 ||
-		strncmp(text, "WRONGPASS", 9) == 0)
+		strncmp(text, "WRONGPASS", 9) == 0 ||
+		strncmp(text, "ERR Protocol error: unauthenticated", 35) == 0)
 		*drop = true;
 	return PUBLISH_RETRY;
 }
