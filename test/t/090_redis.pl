@@ -211,6 +211,18 @@ ok($node->poll_query_until('postgres', "SELECT status = 'succeeded' FROM txoutbo
 is($redis->cli({ options => [ '-n', 3 ] }, 'XLEN', 'in-db-3'), '1', 'db3: the entry is in database 3');
 is($redis->cli('XLEN', 'in-db-3'), '0', 'db3: and not in database 0');
 
+# ---- dispatch() in a session: the same publisher, inside its transaction ----
+add_route('session', { url => $url, stream => 'from-session' });
+is( $node->safe_psql(
+		'postgres', q{
+BEGIN;
+SELECT count(txoutbox.enqueue('session', jsonb_build_object('n', i))) FROM generate_series(1, 10) i;
+SELECT claimed || ' ' || succeeded FROM txoutbox.dispatch(topic => 'session');
+COMMIT;}),
+	"10\n10 10",
+	'dispatch(): a session publishes through the redis route (the worker could not see them yet)');
+is($redis->cli('XLEN', 'from-session'), '10', 'dispatch(): the stream has the 10 entries');
+
 # ---- MAXLEN ~ trimming ----
 add_route('trim', { url => $url, stream => 'trimmed', maxlen => 100, body => 'envelope' });
 $node->safe_psql('postgres',

@@ -5,7 +5,10 @@
 # worker SIGKILLed mid-stream.  Nothing lost either time (every message id
 # is in the stream afterwards), duplicates counted and reported; while the
 # server is down no message fails, attempts are not used up, and another
-# route keeps flowing.
+# route keeps flowing.  Then the server frozen (SIGSTOP) under a pipeline
+# that mixes messages its stream takes and messages it refuses (WRONGTYPE):
+# the replies that time out take their connection with them, so no late
+# reply is taken for another message's.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -112,6 +115,45 @@ ok( $node->poll_query_until('postgres', "SELECT count(*) = $n FROM txoutbox.mess
 is($lost, 0, 'worker killed: 0 lost');
 diag("worker SIGKILLed after $at_worker_kill of $n: $entries entries for $n messages, $dups duplicates (sent, not yet marked)");
 isnt((wait_for_workers($node, 1))[0], $pid, 'a new worker took over');
+
+# ---- the server frozen with refused XADDs pipelined before good ones ----
+# Replies come in order: were the late WRONGTYPE replies of the timed-out
+# XADDs matched to the good XADDs sent after them, those would get the
+# WRONGTYPE and refused ones would be marked succeeded.
+$redis->cli('SET', 'stall-bad', 'a string, not a stream');
+$node->safe_psql('postgres',
+	qq{SELECT txoutbox.add_route('stall.bad', 'redis', '{"url": "redis://127.0.0.1:$port", "stream": "stall-bad", "timeout_ms": 400}')});
+$node->safe_psql('postgres',
+	qq{SELECT txoutbox.add_route('stall.good', 'redis', '{"url": "redis://127.0.0.1:$port", "stream": "stall-good", "timeout_ms": 5000}')});
+$redis->pause;
+$node->safe_psql('postgres',
+	q{SELECT count(txoutbox.enqueue('stall.bad', jsonb_build_object('n', i), max_attempts => 100)) FROM generate_series(1, 100) i});
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) > 0 FROM txoutbox.messages WHERE topic = 'stall.bad' AND last_error LIKE 'timed out after 400 ms%'"),
+	'frozen server: the XADDs time out');
+$node->safe_psql('postgres',
+	q{SELECT count(txoutbox.enqueue('stall.good', jsonb_build_object('n', i))) FROM generate_series(1, 100) i});
+usleep(800_000);    # the good ones are on the wire by now
+$redis->resume;
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 100 FROM txoutbox.messages WHERE topic = 'stall.good' AND status = 'succeeded'"),
+	'thawed: the 100 messages its stream takes succeeded');
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM txoutbox.messages WHERE topic = 'stall.good' AND last_error LIKE '%WRONGTYPE%'"),
+	'0',
+	'none of them was given a WRONGTYPE meant for another XADD');
+ok( $node->poll_query_until(
+		'postgres', "SELECT count(*) = 100 FROM txoutbox.messages WHERE topic = 'stall.bad' AND last_error LIKE '%WRONGTYPE%'"),
+	'the 100 refused ones got their WRONGTYPE');
+is($node->safe_psql('postgres', "SELECT count(*) FROM txoutbox.messages WHERE topic = 'stall.bad' AND status = 'succeeded'"),
+	'0', 'and none of them was marked succeeded');
+my %good;
+$good{ $_->[1]{id} }++ for $redis->xrange('stall-good');
+is( scalar(grep { !$good{$_} } split /\n/,
+		$node->safe_psql('postgres', "SELECT id FROM txoutbox.messages WHERE topic = 'stall.good'")),
+	0,
+	'every good message is in the stream');
+is($redis->cli('TYPE', 'stall-bad'), 'string', 'the refusing key is still a string');
 
 check_server_log($node, allowed_crashes => 1);
 $node->stop;

@@ -83,10 +83,30 @@ sub stop
 {
 	my ($self, $signal) = @_;
 	return unless $self->{handle};
+	kill 'CONT', $self->{pid} if $self->{pid} && $self->{paused};
+	$self->{paused} = 0;
 	kill $signal // 'TERM', $self->{pid} if $self->{pid};
 	$self->{handle}->finish;
 	$self->{handle} = undef;
 	$self->{pid} = undef;
+	return;
+}
+
+# Freeze the server (SIGSTOP: connections are still accepted by the
+# kernel, nothing is answered), and thaw it (SIGCONT).
+sub pause
+{
+	my ($self) = @_;
+	kill 'STOP', $self->{pid};
+	$self->{paused} = 1;
+	return;
+}
+
+sub resume
+{
+	my ($self) = @_;
+	kill 'CONT', $self->{pid};
+	$self->{paused} = 0;
 	return;
 }
 
