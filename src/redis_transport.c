@@ -442,12 +442,14 @@ conn_connected(RedisConn *conn)
 }
 
 /*
- * Start connecting conn (closed, not backing off); timeout_ms bounds the
- * connect and the handshake.  On an immediate failure the queued requests
- * are finished (not sent).
+ * Start connecting conn (closed, not backing off) for a request started at
+ * from with timeout_ms: that bounds the connect and the handshake (reached
+ * together, this transport's timer runs before netpub's timeout, so the
+ * requests are finished as not sent).  On an immediate failure the queued
+ * requests are finished (not sent).
  */
 static void
-conn_connect(RedisConn *conn, int timeout_ms)
+conn_connect(RedisConn *conn, TimestampTz from, int timeout_ms)
 {
 	redisContext *c = redisConnectNonBlock(conn->server.host, conn->server.port);
 
@@ -471,8 +473,7 @@ conn_connect(RedisConn *conn, int timeout_ms)
 	conn->appended = 0;
 	conn->written = 0;
 	conn->connect_timeout_ms = Min(timeout_ms, REDIS_CONNECT_TIMEOUT_MS);
-	conn->connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														 conn->connect_timeout_ms);
+	conn->connect_deadline = TimestampTzPlusMilliseconds(from, conn->connect_timeout_ms);
 	watch(conn, WL_SOCKET_WRITEABLE);
 	schedule(conn->connect_deadline);
 }
@@ -675,7 +676,7 @@ redis_start(NetRequest *req, int budget_ms)
 	r->place = REDIS_REQ_QUEUED;
 	dlist_push_tail(&conn->queue, &r->conn_node);
 	if (conn->state == REDIS_CONN_CLOSED)
-		conn_connect(conn, timeout_ms);
+		conn_connect(conn, req->started_at, timeout_ms);
 	else if (conn->state == REDIS_CONN_READY)
 		schedule(req->started_at);	/* flushed once the round's requests are in */
 	return req->state == NETREQ_RUNNING;
