@@ -17,9 +17,10 @@
  * the message has none.  headers is a JSON object: the route's headers,
  * then the message's (which win over the route's of the same name).
  *
- * Capacity: nothing while the route's connection waits to reconnect (the
- * messages stay in the table, untouched); otherwise up to 32 times
- * max_in_flight, none while max_in_flight are waiting or running.
+ * Capacity: up to 32 times max_in_flight, none while max_in_flight are
+ * waiting or running; nothing while the route's connection waits out its
+ * reconnect backoff (the messages stay in the table, untouched), and only a
+ * few (as for a max_in_flight of 1) while it is being tried again.
  *
  *-------------------------------------------------------------------------
  */
@@ -510,10 +511,9 @@ static int
 redis_capacity(const OutboxRoute *route)
 {
 	const RedisRoute *r = (const RedisRoute *) route->parsed;
+	int			limit = redis_conn_limit(&r->server, r->max_in_flight);
 
-	if (redis_conn_backing_off(&r->server))
-		return 0;
-	return netpub_capacity(&redis_transport, route, r->max_in_flight);
+	return limit == 0 ? 0 : netpub_capacity(&redis_transport, route, limit);
 }
 
 const Publisher redis_publisher = {

@@ -94,6 +94,6 @@ extern void redis_append_arg(StringInfo buf, const char *data, size_t len);
 /* redis_transport.c */
 extern const NetTransport redis_transport;
 extern struct RedisConn *redis_conn_get(const RedisServer *server);
-extern bool redis_conn_backing_off(const RedisServer *server);
+extern int	redis_conn_limit(const RedisServer *server, int max_in_flight);
 
 #endif							/* TXOUTBOX_REDIS_H */

@@ -16,8 +16,8 @@
  * password or database never lets one through to the wrong place.  A
  * connection that fails, or is lost while requests are on it, waits out a
  * NetBackoff before the next attempt; meanwhile the routes on it take no
- * messages (publish_redis.c) and requests that reach it are not sent (their
- * attempts are given back).  A server that closes an idle connection is
+ * messages, and then only a few until it is up (redis_conn_limit), and
+ * requests that reach it are not sent (their attempts are given back).  A server that closes an idle connection is
  * simply reconnected next time.  Connections close when the process exits.
  *
  * Pipelining: a started request waits in its connection's queue until the
@@ -188,16 +188,22 @@ redis_conn_get(const RedisServer *server)
 }
 
 /*
- * Is server's connection down and waiting out its backoff?  Its routes take
- * no messages then.
+ * The limit a route of server may have in flight, given its connection:
+ * max_in_flight while it works (or was never tried), 0 while it is down and
+ * waiting out its backoff (the route takes no messages), 1 while it is
+ * being tried again after failing (a few messages probe it, rather than a
+ * whole claim that would only be given back).
  */
-bool
-redis_conn_backing_off(const RedisServer *server)
+int
+redis_conn_limit(const RedisServer *server, int max_in_flight)
 {
 	RedisConn  *conn = conn_find(server);
 
-	return conn != NULL && conn->state == REDIS_CONN_CLOSED &&
-		!netpub_backoff_ready(&conn->backoff);
+	if (conn == NULL || conn->backoff.failures == 0 || conn->state == REDIS_CONN_READY)
+		return max_in_flight;
+	if (conn->state == REDIS_CONN_CLOSED && !netpub_backoff_ready(&conn->backoff))
+		return 0;
+	return 1;
 }
 
 /* Have this transport's timer call us back at when (or earlier). */
@@ -642,8 +648,8 @@ conn_read(RedisConn *conn)
 			break;
 		ok = handle_reply(conn, (redisReply *) reply);
 		freeReplyObject(reply);
-		if (!ok)
-			return;
+		if (!ok || conn->ctx == NULL)
+			return;				/* the connection was dropped */
 	}
 	conn_flush(conn);			/* the pipeline may have room now */
 }
