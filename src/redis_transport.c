@@ -225,24 +225,29 @@ watch(RedisConn *conn, uint32 events)
 }
 
 /*
- * text made fit for last_error: at most REDIS_ERROR_TEXT bytes, printable
- * ASCII (anything else becomes '?'), without conn's password.
+ * text made fit for last_error: without conn's password, then at most
+ * REDIS_ERROR_TEXT bytes of printable ASCII (anything else becomes '?').
  */
 static char *
 safe_text(const RedisConn *conn, const char *text, size_t len)
 {
-	char	   *s = palloc(Min(len, REDIS_ERROR_TEXT) + 1);
+	char	   *copy = pnstrdup(text, len);
+	char	   *s;
 	size_t		i;
-	char	   *redacted;
 
-	for (i = 0; i < len && i < REDIS_ERROR_TEXT; i++)
-		s[i] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
-	s[i] = '\0';
-	if (conn->server.password == NULL)
-		return s;
-	redacted = netpub_redact(s, conn->server.password);
-	pfree(s);
-	return redacted;
+	if (conn->server.password)
+	{
+		char	   *redacted = netpub_redact(copy, conn->server.password);
+
+		pfree(copy);
+		copy = redacted;
+	}
+	s = pnstrdup(copy, REDIS_ERROR_TEXT);
+	for (i = 0; s[i]; i++)
+		if (s[i] < 0x20 || s[i] >= 0x7f)
+			s[i] = '?';
+	pfree(copy);
+	return s;
 }
 
 /* Take r out of its connection's (or the finishing) list. */
