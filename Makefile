@@ -53,6 +53,7 @@ endif
 ifeq ($(call has_header,hiredis/hiredis.h),yes)
 PG_CPPFLAGS += -DTXOUTBOX_WITH_REDIS
 SHLIB_LINK += -lhiredis
+OBJS += src/redis_transport.o
 endif
 
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway

@@ -7,7 +7,8 @@
  * It loops: a round (dispatch_worker.c), retention, then one wait
  * (netpub_wait) on its latch, the network publishers' sockets and timers,
  * and postmaster death, until a commit wakes it, a network request
- * finishes (its outcome is then recorded at once), the next delayed or
+ * finishes (its outcome is then recorded at once; when that gave a route
+ * that was full room again, a round follows), the next delayed or
  * retrying message is due, or txoutbox.poll_interval passes.  It runs a
  * full round at least once a second to notice a DROP DATABASE (or rename)
  * waiting for it, and then exits so the drop is not blocked.  Errors are
@@ -574,7 +575,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 			 */
 			sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), st.next_round);
 			woke = sleep_ms > 0 ? netpub_wait(sleep_ms) : NETPUB_WOKE_TIMEOUT;
-			run_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT)) != 0 ||
+			run_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT | NETPUB_WOKE_ROOM)) != 0 ||
 				GetCurrentTimestamp() >= st.next_round;
 			if (error_delay_ms > 0 && GetCurrentTimestamp() < st.next_round)
 				run_round = false;	/* backing off: only record outcomes */

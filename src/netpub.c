@@ -55,6 +55,8 @@ typedef struct RouteLoad
 	int64		route_id;
 	int			waiting;
 	int			running;
+	int			held_at;		/* netpub_capacity() said 0 at this load: room
+								 * again below it (NETPUB_WOKE_ROOM); 0: not held */
 	dlist_head	queue;			/* waiting requests, oldest first */
 } RouteLoad;
 
@@ -98,6 +100,7 @@ static WaitEventSet *wait_set = NULL;
 static bool wait_set_stale = true;
 
 static NetRequest *in_hand = NULL;	/* being started: see recover */
+static bool room_again = false; /* a held route has room: NETPUB_WOKE_ROOM */
 
 static void run_timers(TimestampTz now);
 
@@ -153,6 +156,7 @@ route_load(const NetTransport *t, int64 route_id, bool create)
 	route_loads[nroute_loads].route_id = route_id;
 	route_loads[nroute_loads].waiting = 0;
 	route_loads[nroute_loads].running = 0;
+	route_loads[nroute_loads].held_at = 0;
 	dlist_init(&route_loads[nroute_loads].queue);
 	return &route_loads[nroute_loads++];
 }
@@ -195,6 +199,11 @@ unlink_request(NetRequest *req)
 		case NETREQ_COLLECTED:
 			dlist_delete(&req->node);
 			break;
+	}
+	if (rl && rl->held_at > 0 && rl->waiting + rl->running < rl->held_at)
+	{
+		rl->held_at = 0;
+		room_again = true;
 	}
 }
 
@@ -596,16 +605,23 @@ netpub_route_load(const NetTransport *t, int64 route_id)
  * How many more requests route may take now, for a route that may have
  * route_limit running at once: none while it has that many waiting or
  * running (a slow route is not claimed from), else up to 32 times that
- * many in all (one claim's worth: cheaper than many small rounds).
+ * many in all (one claim's worth: cheaper than many small rounds).  A route
+ * given none makes netpub_wait() say NETPUB_WOKE_ROOM once it has room
+ * again, so that the dispatcher's next round need not wait for a commit or
+ * its poll interval.
  */
 int
 netpub_capacity(const NetTransport *t, const OutboxRoute *route, int route_limit)
 {
-	int			have = netpub_route_load(t, route->id);
+	RouteLoad  *rl = route_load(t, route->id, false);
+	int			have = rl ? rl->waiting + rl->running : 0;
 	int64		most = (int64) Max(route_limit, 1) * 32;
 
 	if (have >= Max(route_limit, 1))
+	{
+		rl->held_at = Max(route_limit, 1);	/* a round when it has room again */
 		return 0;
+	}
 	return (int) Min(most - have, INT_MAX);
 }
 
@@ -724,6 +740,16 @@ next_wakeup(void)
 	return next;
 }
 
+/* NETPUB_WOKE_ROOM once after a held route got room again (see netpub_capacity). */
+static int
+room_bit(void)
+{
+	if (!room_again)
+		return 0;
+	room_again = false;
+	return NETPUB_WOKE_ROOM;
+}
+
 /*
  * Wait up to timeout_ms for the latch, a watched socket or a timer, and
  * drive the transports meanwhile (start what may start, hand them their
@@ -753,11 +779,11 @@ netpub_wait(long timeout_ms)
 		expire_requests(now);
 		drive();
 		if (finished_count != finished_before)
-			return NETPUB_WOKE_DONE;
+			return NETPUB_WOKE_DONE | room_bit();
 
 		now = GetCurrentTimestamp();
 		if (now >= until)
-			return NETPUB_WOKE_TIMEOUT;
+			return NETPUB_WOKE_TIMEOUT | room_bit();
 		wait_ms = TimestampDifferenceMilliseconds(now, until);
 		next = next_wakeup();
 		if (next != 0)
@@ -787,7 +813,7 @@ netpub_wait(long timeout_ms)
 		if (woke)
 		{
 			drive();
-			return woke | (finished_count != finished_before ? NETPUB_WOKE_DONE : 0);
+			return woke | (finished_count != finished_before ? NETPUB_WOKE_DONE : 0) | room_bit();
 		}
 	}
 }
