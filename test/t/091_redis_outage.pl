@@ -122,7 +122,7 @@ isnt((wait_for_workers($node, 1))[0], $pid, 'a new worker took over');
 # WRONGTYPE and refused ones would be marked succeeded.
 $redis->cli('SET', 'stall-bad', 'a string, not a stream');
 $node->safe_psql('postgres',
-	qq{SELECT txoutbox.add_route('stall.bad', 'redis', '{"url": "redis://127.0.0.1:$port", "stream": "stall-bad", "timeout_ms": 400}')});
+	qq{SELECT txoutbox.add_route('stall.bad', 'redis', '{"url": "redis://127.0.0.1:$port", "stream": "stall-bad", "timeout_ms": 400, "breaker_failures": 0}')});
 $node->safe_psql('postgres',
 	qq{SELECT txoutbox.add_route('stall.good', 'redis', '{"url": "redis://127.0.0.1:$port", "stream": "stall-good", "timeout_ms": 5000}')});
 $redis->pause;
