@@ -45,10 +45,11 @@
  * unconfirmed bytes are below AMQP_WINDOW_BYTES and its socket polls
  * writable (otherwise netpub waits for WL_SOCKET_WRITEABLE), never while
  * the broker has blocked it (connection.blocked, a memory or disk alarm),
- * and never after AMQP_SILENCE_MS without data from the broker (see
+ * and never after nearly two heartbeats without data from the broker (see
  * connection_alive_for_send: rabbitmq-c 0.11 then waits in recv() forever).
  * Heartbeats (AMQP_HEARTBEAT_S) are sent and checked by the library inside
- * the frame reads that a timer does every AMQP_TICK_MS.
+ * the frame reads that a timer does every AMQP_TICK_MS; a session's
+ * connection (dispatch()) has none, since nothing reads it between calls.
  *
  * Timeouts: a message's timeout_ms (cut to its lease) is netpub's: a
  * published message not confirmed by then is retried (netpub calls
@@ -57,11 +58,11 @@
  * until the broker confirms something again or a backoff passes, so a
  * stalled broker does not burn attempts faster than the backoff.  A
  * message that was never published (it waited for the connection, the
- * window or the broker's unblock) is given back unsent just before netpub
- * would time it out.
+ * window or the broker's unblock) is given back unsent when netpub would
+ * time it out (the transport's timer runs first).
  *
  * Callers: netpub calls start/on_socket/on_timer with no transaction open
- * (or in dispatch()'s); capacity() runs in a transaction and only reads.
+ * (or in dispatch()'s); capacity() runs in a transaction and does no I/O.
  * Nothing here throws once a request is in hand, except running out of
  * PostgreSQL memory when a connection or channel is first made.
  *
@@ -86,6 +87,7 @@
 #include "utils/timestamp.h"
 
 #include "amqp.h"
+#include "pg_compat.h"
 
 #define AMQP_HEARTBEAT_S		10	/* proposed; the broker may lower it */
 #define AMQP_TICK_MS			3000	/* frame reads while idle: heartbeats */
@@ -869,6 +871,9 @@ handshake_frame(AmqpConn *conn, const amqp_frame_t *f)
 					frame_max = t->frame_max;
 				if (t->heartbeat != 0 && t->heartbeat < heartbeat)
 					heartbeat = t->heartbeat;
+				/* a session (dispatch()) reads nothing between its calls */
+				if (!compat_am_background_worker())
+					heartbeat = 0;
 				st = amqp_tune_connection(conn->amqp, channel_max, frame_max, heartbeat);
 				if (st != AMQP_STATUS_OK)
 				{

@@ -38,6 +38,7 @@ $rabbit->tool('exchange', 'txo.x', 'topic');
 $rabbit->tool('queue', 'txo.q', 'txo.x', 'orders.#');
 $rabbit->tool('queue', 'txo.side', 'txo.x', 'side.#');
 $rabbit->tool('queue', 'txo.hang', 'txo.x', 'hang.#');
+$rabbit->tool('queue', 'txo.sess', 'txo.x', 'sess.#');
 
 my $node = txoutbox_node('amqp_outcomes',
 	'txoutbox.batch_size' => 500,
@@ -80,6 +81,7 @@ route('long.*', routing_key => 'orders.{message_key}');
 route('plain.*', persistent => JSON::PP::false, body => 'envelope',
 	routing_key => 'orders.{message_key}.{tenant_id}');
 route('hang.*', timeout_ms => 1000);
+route('sess.*');
 wait_for_workers($node, 1);
 
 # ===========================================================================
@@ -142,6 +144,18 @@ is_deeply([ $env->{id}, $env->{topic}, $env->{payload} ], [ $id{plain}, 'plain.x
 is($p->{headers}{h}, 'v', 'the message\'s own header');
 ok(!exists $p->{headers}{'x-static'}, 'route headers belong to their route');
 is($p->{correlation_id}, undef, 'no correlation_id property for a message without one');
+
+# dispatch() in a session publishes and waits for the confirms itself (the
+# message is the session's own, uncommitted: the worker cannot see it)
+is( q_value(q{BEGIN;
+		SELECT 1 FROM txoutbox.enqueue('sess.x', '{"s": 1}', available_at => now() - interval '1 s');
+		SELECT claimed || '/' || succeeded || '/' || retried || '/' || failed
+		  FROM txoutbox.dispatch(consumer => 'sql', topic => 'sess.x');
+		COMMIT;}),
+	"1\n1/1/0/0", 'dispatch() in a session: published and confirmed in the call');
+is(q_value(q{SELECT status FROM txoutbox.messages WHERE topic = 'sess.x'}), 'succeeded',
+	'dispatch() in a session: the message is succeeded');
+is(scalar($rabbit->consume('txo.sess')), 1, 'dispatch() in a session: the message is in its queue');
 
 # ===========================================================================
 # 2. bad configs: 22023, naming no secret
