@@ -1609,10 +1609,11 @@ const NetTransport amqp_transport = {
 
 /*
  * How many more messages route may take now (Publisher.capacity; runs in
- * a transaction and only reads): none while its connection is in backoff,
+ * a transaction and does no I/O): none while its connection is in backoff,
  * blocked by the broker, or stalled after a confirm timeout; one (to open
- * the connection) while it is not up; else what netpub allows for
- * "max_in_flight" (the route is not claimed from while it has that many).
+ * the connection) while it is not up; else what netpub allows for twice
+ * "max_in_flight" (the route is not claimed from while it has that many
+ * waiting or unconfirmed).
  */
 int
 amqp_route_capacity(const OutboxRoute *route, const AmqpRoute *ar)
@@ -1633,12 +1634,17 @@ amqp_route_capacity(const OutboxRoute *route, const AmqpRoute *ar)
 		return 0;
 	if (conn->stalled && !netpub_backoff_ready(&conn->stall))
 		return 0;
-	room = netpub_capacity(&amqp_transport, route, ar->max_in_flight);
+	/*
+	 * Claim again while a window's worth still waits behind the one in
+	 * flight: the broker then always has max_in_flight to confirm, even
+	 * while a round claims the next batch.
+	 */
+	room = netpub_capacity(&amqp_transport, route, 2 * ar->max_in_flight);
 	if (room == 0 && (chan = connection_channel(conn, route->id, false)) != NULL)
 	{
 		/* full: channel_settle wakes the dispatcher when it has room */
 		chan->held = true;
-		chan->limit = ar->max_in_flight;
+		chan->limit = 2 * ar->max_in_flight;
 	}
 	return room;
 }
