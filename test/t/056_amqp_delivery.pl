@@ -200,8 +200,12 @@ my ($wpid) = worker_pids($node);
 $node->safe_psql('postgres',
 	qq{SELECT count(txoutbox.enqueue('kill.x', jsonb_build_object('n', i))) FROM generate_series(1, $total) i});
 $done = wait_mid_stream('kill.x', $total);
+my $log_offset = -s $node->logfile;
 kill 'KILL', $wpid;
 cmp_ok($done, '<', $total, "worker killed mid-stream ($done of $total succeeded before)");
+# the postmaster restarts everything: query only once it accepts connections again
+ok(wait_for_log_since($node, qr/reinitializing.*database system is ready to accept connections/s, $log_offset),
+	'the server is back after the crash restart');
 check_none_lost('kill.x', 'txo.kill', $total, 'worker SIGKILL');
 
 check_server_log($node, allowed_crashes => 1);
