@@ -12,8 +12,9 @@
 #      never answers the handshake: messages wait (not sent, no attempt
 #      used) with the reason, other routes flow, and the password is in no
 #      last_error, worker_status(), stats or the server log;
-#   4. a hung broker (SIGSTOP): confirms time out and are retried, the worker
-#      is not held up, and after SIGCONT every message is delivered.
+#   4. a hung broker (SIGSTOP, 20 s): confirms time out and are retried, the
+#      connection is dropped after two silent heartbeats, the worker is not
+#      held up, and after SIGCONT every message is delivered.
 use strict;
 use warnings;
 
@@ -264,6 +265,7 @@ $node->poll_query_until('postgres', q{
 	   AND count(*) FILTER (WHERE status = 'processing') > 0
 	  FROM txoutbox.messages WHERE topic = 'hang.x'})
   or die 'hang.x did not start';
+my $log_offset = -s $node->logfile;
 $rabbit->pause;
 my $fid = q_value(q{SELECT id FROM txoutbox.enqueue('fn.x', '{}')});
 wait_until_sql(qq{SELECT status = 'succeeded' FROM txoutbox.messages WHERE id = '$fid'},
@@ -271,6 +273,16 @@ wait_until_sql(qq{SELECT status = 'succeeded' FROM txoutbox.messages WHERE id = 
 wait_until_sql(q{SELECT count(*) > 0 FROM txoutbox.messages WHERE topic = 'hang.x'
 	AND last_error LIKE 'timed out after 1000 ms waiting for the amqp confirmation%'},
 	'confirms that do not come within timeout_ms: retried with the reason');
+# silent for two heartbeats: the connection is dropped, before anything
+# could wait on it (rabbitmq-c 0.11 would wait in recv() forever)
+ok( wait_for_log_since(
+		$node,
+		qr/lost the connection to amqp:\/\/txoutbox:\*\*\*\@127\.0\.0\.1:\d+\/: no data from the broker for \d+ s \(heartbeat 10 s\)/,
+		$log_offset),
+	'a broker silent for two heartbeats: its connection is dropped');
+$fid = q_value(q{SELECT id FROM txoutbox.enqueue('fn.x', '{"again": 1}')});
+wait_until_sql(qq{SELECT status = 'succeeded' FROM txoutbox.messages WHERE id = '$fid'},
+	'and the worker still publishes');
 is(q_value(q{SELECT count(*) FROM txoutbox.messages WHERE topic = 'hang.x' AND status = 'failed'}), '0',
 	'while the broker hangs nothing fails');
 $rabbit->pause('resume');
