@@ -268,7 +268,12 @@ main(int argc, char **argv)
 		for (i = 0; i < seconds * 10; i++)
 		{
 			if (open_connection(1))
+			{
+				amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+				amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+				amqp_destroy_connection(conn);
 				return 0;
+			}
 			usleep(100000);
 		}
 		fprintf(stderr, "amqp_tool: no login within %d s\n", seconds);

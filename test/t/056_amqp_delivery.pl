@@ -150,7 +150,7 @@ sub wait_mid_stream
 	my ($topic, $total) = @_;
 	$node->poll_query_until('postgres',
 		"SELECT count(*) FILTER (WHERE status = 'succeeded') >= 1000"
-		  . " AND count(*) FILTER (WHERE status = 'processing') > 0"
+		  . " AND count(*) FILTER (WHERE status <> 'succeeded') > 0"
 		  . " FROM txoutbox.messages WHERE topic = '$topic'")
 	  or die "$topic did not start";
 	return q_value("SELECT count(*) FROM txoutbox.messages WHERE topic = '$topic' AND status = 'succeeded'");

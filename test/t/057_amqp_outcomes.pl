@@ -257,16 +257,18 @@ close $silent;
 # ===========================================================================
 # 4. a hung broker (SIGSTOP): its sockets stay open, nothing answers
 # ===========================================================================
-my $hang_n = 3000;
+my $hang_n = 10000;
 $node->safe_psql('postgres',
 	qq{SELECT count(txoutbox.enqueue('hang.x', jsonb_build_object('n', i))) FROM generate_series(1, $hang_n) i});
 $node->poll_query_until('postgres', q{
 	SELECT count(*) FILTER (WHERE status = 'succeeded') >= 200
-	   AND count(*) FILTER (WHERE status = 'processing') > 0
+	   AND count(*) FILTER (WHERE status <> 'succeeded') > 0
 	  FROM txoutbox.messages WHERE topic = 'hang.x'})
   or die 'hang.x did not start';
 my $log_offset = -s $node->logfile;
 $rabbit->pause;
+my $at_pause = q_value(q{SELECT count(*) FROM txoutbox.messages WHERE topic = 'hang.x' AND status = 'succeeded'});
+cmp_ok($at_pause, '<', $hang_n, "broker hung mid-stream ($at_pause of $hang_n succeeded)");
 my $fid = q_value(q{SELECT id FROM txoutbox.enqueue('fn.x', '{}')});
 wait_until_sql(qq{SELECT status = 'succeeded' FROM txoutbox.messages WHERE id = '$fid'},
 	'while the broker hangs, the worker still publishes (a function route\'s message)');
