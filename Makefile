@@ -30,6 +30,7 @@ OBJS = \
 	src/publish_http.o \
 	src/publish_nats.o \
 	src/publish_amqp.o \
+	src/amqp_transport.o \
 	src/publish_redis.o
 DATA = $(wildcard sql/txoutbox--*.sql)
 PGFILEDESC = "txoutbox - transactional outbox with an in-database dispatcher"
@@ -46,7 +47,12 @@ ifeq ($(call has_header,nats/nats.h),yes)
 PG_CPPFLAGS += -DTXOUTBOX_WITH_NATS
 SHLIB_LINK += -lnats
 endif
-ifeq ($(or $(call has_header,rabbitmq-c/amqp.h),$(call has_header,amqp.h)),yes)
+# rabbitmq-c 0.12 moved its headers to rabbitmq-c/ (the old <amqp.h> is
+# left as a wrapper that warns): src/amqp.h includes the ones found here.
+ifeq ($(call has_header,rabbitmq-c/amqp.h),yes)
+PG_CPPFLAGS += -DTXOUTBOX_WITH_AMQP -DTXOUTBOX_AMQP_HEADERS_IN_DIR
+SHLIB_LINK += -lrabbitmq
+else ifeq ($(call has_header,amqp.h),yes)
 PG_CPPFLAGS += -DTXOUTBOX_WITH_AMQP
 SHLIB_LINK += -lrabbitmq
 endif

@@ -779,7 +779,14 @@ netpub_wait(long timeout_ms)
 		expire_requests(now);
 		drive();
 		if (finished_count != finished_before)
-			return NETPUB_WOKE_DONE | room_bit();
+		{
+			/*
+			 * The latch may have been set meanwhile (a commit, or a transport
+			 * that has room again): say so, or the caller, which resets it
+			 * before its next round, would lose that wake-up.
+			 */
+			return NETPUB_WOKE_DONE | room_bit() | (MyLatch->is_set ? NETPUB_WOKE_LATCH : 0);
+		}
 
 		now = GetCurrentTimestamp();
 		if (now >= until)

@@ -20,13 +20,6 @@
 
 #include "publisher.h"
 
-extern const Publisher notify_publisher;	/* publish_notify.c */
-extern const Publisher function_publisher;	/* publish_function.c */
-extern const Publisher http_publisher;	/* publish_http.c */
-extern const Publisher nats_publisher;	/* publish_nats.c */
-extern const Publisher amqp_publisher;	/* publish_amqp.c */
-extern const Publisher redis_publisher; /* publish_redis.c */
-
 static const Publisher *const publishers[] = {
 	&notify_publisher,
 	&http_publisher,
