@@ -27,6 +27,7 @@ OBJS = \
 	src/http_transport.o \
 	src/publish_http.o \
 	src/publish_nats.o \
+	src/nats_transport.o \
 	src/publish_amqp.o \
 	src/publish_redis.o
 DATA = $(wildcard sql/txoutbox--*.sql)
