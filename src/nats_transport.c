@@ -320,6 +320,20 @@ on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *
 	}
 }
 
+/*
+ * libnats' error text without the "(conn.c:2088): " it starts with (pure C:
+ * library threads call it too).
+ */
+static const char *
+without_location(const char *text)
+{
+	const char *end;
+
+	if (text == NULL || text[0] != '(' || (end = strstr(text, "): ")) == NULL)
+		return text;
+	return end + 3;
+}
+
 /* Our connect thread's job. */
 typedef struct ConnectJob
 {
@@ -334,7 +348,7 @@ connect_main(void *arg)
 	ConnectJob *job = (ConnectJob *) arg;
 	natsConnection *nc = NULL;
 	natsStatus	s = natsConnection_Connect(&nc, job->opts);
-	const char *text = s == NATS_OK ? NULL : nats_GetLastError(NULL);
+	const char *text = s == NATS_OK ? NULL : without_location(nats_GetLastError(NULL));
 	NatsEvent  *ev = event_new(NATS_EV_CONNECTED, job->conn,
 							   text && text[0] ? text : (s == NATS_OK ? NULL : natsStatus_GetText(s)));
 
@@ -839,7 +853,7 @@ send_request(NatsRequest *r)
 	if (s != NATS_OK)
 	{
 		natsMsg_Destroy(m);
-		finish_refused(r, s, nats_GetLastError(NULL));
+		finish_refused(r, s, without_location(nats_GetLastError(NULL)));
 		return;
 	}
 	jsPubOptions_Init(&po);
@@ -857,7 +871,7 @@ send_request(NatsRequest *r)
 		s = js_PublishMsgAsync(c->js, &m, &po);
 	if (s != NATS_OK)
 	{
-		const char *text = nats_GetLastError(NULL);
+		const char *text = without_location(nats_GetLastError(NULL));
 
 		natsMsg_Destroy(m);		/* still ours */
 		finish_refused(r, s, text);

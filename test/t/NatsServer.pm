@@ -56,7 +56,8 @@ sub free_port
 	return $port;
 }
 
-# Start a server: %opts user, password (default txo / a fixed test secret).
+# Start a server: %opts user, password (default txo / a fixed test secret),
+# deferred (choose its port and url, but start it later with launch).
 sub start
 {
 	my ($class, %opts) = @_;
@@ -70,7 +71,7 @@ sub start
 	}, $class;
 	$self->{url} = "nats://$self->{user}:$self->{password}\@127.0.0.1:$self->{port}";
 	push @servers, $self;
-	$self->launch;
+	$self->launch unless $opts{deferred};
 	return $self;
 }
 
