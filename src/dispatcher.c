@@ -7,8 +7,9 @@
  * It loops: a round (dispatch_worker.c), retention, then one wait
  * (netpub_wait) on its latch, the network publishers' sockets and timers,
  * and postmaster death, until a commit wakes it, a network request
- * finishes (its outcome is then recorded at once), the next delayed or
- * retrying message is due, or txoutbox.poll_interval passes.  It runs a
+ * finishes (its outcome is then recorded at once), a network route that
+ * was full has room again, the next delayed or retrying message is due,
+ * or txoutbox.poll_interval passes.  It runs a
  * full round at least once a second to notice a DROP DATABASE (or rename)
  * waiting for it, and then exits so the drop is not blocked.  Errors are
  * logged (once while they repeat), recorded for worker_status(), and
@@ -497,7 +498,7 @@ txoutbox_dispatcher_main(Datum main_arg)
 		 */
 		sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), st.next_round);
 		woke = sleep_ms > 0 ? netpub_wait(sleep_ms) : NETPUB_WOKE_TIMEOUT;
-		full_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT)) != 0 ||
+		full_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT | NETPUB_WOKE_ROOM)) != 0 ||
 			GetCurrentTimestamp() >= st.next_round;
 		if (error_delay_ms > 0 && GetCurrentTimestamp() < st.next_round)
 			full_round = false;

@@ -54,6 +54,8 @@ typedef struct RouteLoad
 	int64		route_id;
 	int			waiting;
 	int			running;
+	int			refused_at;		/* netpub_capacity said 0 at this load: set
+								 * the latch once it is below (0: it did not) */
 	dlist_head	queue;			/* waiting requests, oldest first */
 } RouteLoad;
 
@@ -85,6 +87,7 @@ static int	nwaiting = 0;
 static int	nrunning = 0;
 static int	ndone = 0;
 static uint64 finished_count = 0;	/* requests finished since start */
+static bool room_again = false; /* a route refused capacity has room now */
 static TimestampTz next_expiry = 0; /* earliest timeout_at/deadline of a
 									 * running request, or 0 */
 
@@ -152,6 +155,7 @@ route_load(const NetTransport *t, int64 route_id, bool create)
 	route_loads[nroute_loads].route_id = route_id;
 	route_loads[nroute_loads].waiting = 0;
 	route_loads[nroute_loads].running = 0;
+	route_loads[nroute_loads].refused_at = 0;
 	dlist_init(&route_loads[nroute_loads].queue);
 	return &route_loads[nroute_loads++];
 }
@@ -214,6 +218,8 @@ static void
 finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
 		  const char *fmt, va_list args)
 {
+	RouteLoad  *rl;
+
 	unlink_request(req);
 	req->state = NETREQ_DONE;
 	dlist_push_tail(&done, &req->node);
@@ -221,6 +227,14 @@ finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool no
 	finished_count++;
 	if (in_hand == req)
 		in_hand = NULL;
+
+	/* its route was refused more, and has room now: netpub_wait says so */
+	rl = route_load(req->transport, req->route.id, false);
+	if (rl && rl->refused_at > 0 && rl->waiting + rl->running < rl->refused_at)
+	{
+		rl->refused_at = 0;
+		room_again = true;
+	}
 
 	req->item.outcome = outcome;
 	req->item.retry_after_ms = retry_after_ms;
@@ -588,16 +602,22 @@ netpub_route_load(const NetTransport *t, int64 route_id)
  * How many more requests route may take now, for a route that may have
  * route_limit running at once: none while it has that many waiting or
  * running (a slow route is not claimed from), else up to 32 times that
- * many in all (one claim's worth: cheaper than many small rounds).
+ * many in all (one claim's worth: cheaper than many small rounds).  Once a
+ * route refused here has room again, netpub_wait returns NETPUB_WOKE_ROOM,
+ * so the dispatcher claims for it then rather than at its next timed round.
  */
 int
 netpub_capacity(const NetTransport *t, const OutboxRoute *route, int route_limit)
 {
-	int			have = netpub_route_load(t, route->id);
+	RouteLoad  *rl = route_load(t, route->id, false);
+	int			have = rl ? rl->waiting + rl->running : 0;
 	int64		most = (int64) Max(route_limit, 1) * 32;
 
 	if (have >= Max(route_limit, 1))
+	{
+		rl->refused_at = Max(route_limit, 1);
 		return 0;
+	}
 	return (int) Min(most - have, INT_MAX);
 }
 
@@ -720,8 +740,9 @@ next_wakeup(void)
  * Wait up to timeout_ms for the latch, a watched socket or a timer, and
  * drive the transports meanwhile (start what may start, hand them their
  * socket events and timers, retry what expired).  Returns as soon as the
- * latch is set or a request finished (NETPUB_WOKE_* bits).  Postmaster
- * death ends the process.  The latch is not reset here.
+ * latch is set, a request finished, or a route that netpub_capacity
+ * refused has room again (NETPUB_WOKE_* bits).  Postmaster death ends the
+ * process.  The latch is not reset here.
  */
 int
 netpub_wait(long timeout_ms)
@@ -744,6 +765,11 @@ netpub_wait(long timeout_ms)
 		run_timers(now);
 		expire_requests(now);
 		drive();
+		if (room_again)
+		{
+			room_again = false;
+			return NETPUB_WOKE_ROOM | (finished_count != finished_before ? NETPUB_WOKE_DONE : 0);
+		}
 		if (finished_count != finished_before)
 			return NETPUB_WOKE_DONE;
 

@@ -134,6 +134,7 @@ extern void netpub_finish_unsent(NetRequest *req, const char *fmt,...) pg_attrib
 #define NETPUB_WOKE_LATCH		0x01	/* the process latch was set */
 #define NETPUB_WOKE_DONE		0x02	/* some requests finished */
 #define NETPUB_WOKE_TIMEOUT		0x04	/* timeout_ms passed */
+#define NETPUB_WOKE_ROOM		0x08	/* a route refused capacity has room */
 extern int	netpub_wait(long timeout_ms);
 extern int	netpub_collect(PublishItem **items);
 extern int	netpub_in_flight(void);
