@@ -96,6 +96,17 @@ typedef struct Publisher
 	int			(*capacity) (const OutboxRoute *route);
 } Publisher;
 
+/*
+ * The publishers, one per file (declared here so that each definition has
+ * a prior declaration: PostgreSQL 18's -Wmissing-variable-declarations).
+ */
+extern const Publisher notify_publisher;
+extern const Publisher function_publisher;
+extern const Publisher http_publisher;
+extern const Publisher nats_publisher;
+extern const Publisher amqp_publisher;
+extern const Publisher redis_publisher;
+
 /* the registry (publisher.c lists every publisher) */
 extern const Publisher *publisher_lookup(const char *name);
 extern const char *publisher_names(void);
