@@ -7,7 +7,8 @@
  *
  * Threads.  libnats always runs threads of its own (a timer, callbacks,
  * a reader and a flusher per connection), and it calls the PubAck handler
- * on one of them, whatever mode it runs in (/work/proto/NOTES.md, 2.3-2.4).
+ * on one of them, whatever mode it runs in (measured with libnats 3.4, 3.10
+ * and 3.14).
  * So the library does its I/O on its threads, and every callback (PubAck,
  * connection events) only copies what it needs into a malloc'd event,
  * appends it to a queue under a mutex and, when the queue was empty,
@@ -21,7 +22,7 @@
  * signals (SIGTERM, SIGHUP, SIGUSR1 for latches...) reach only the main
  * thread.  Event-loop mode was measured and not used: it removes only the
  * reader thread, calls its adapter from other threads, and cannot run a
- * synchronous request (NOTES.md, 2.4).
+ * synchronous request.
  *
  * Publishes are asynchronous (js_PublishMsgAsync); libnats' own limit on
  * them is off (it would block the caller), netpub keeps at most the
@@ -35,7 +36,8 @@
  * dropped.
  *
  * Connections, one per server and user info, shared by the routes that
- * name them, live as long as the process (closed on exit).  The first one
+ * name them, live until the process exits, or until no route has used
+ * them for a minute (their routes were removed or changed).  The first one
  * is opened when a route is first used; the connect runs on a thread of
  * ours (it may block on DNS or a silent host), and requests started
  * meanwhile wait for it ("parked").  Once up, libnats reconnects by itself
@@ -52,7 +54,8 @@
  *
  * Nothing here blocks the main thread for long: publishes only append to
  * libnats' buffer (and flush it when full, bounded by a write deadline),
- * and the connect runs elsewhere.
+ * the connect runs elsewhere, and closing a connection (libnats closed it,
+ * or it is idle) only joins its threads.
  *
  *-------------------------------------------------------------------------
  */
@@ -88,8 +91,9 @@
 #define NATS_EXPIRY_SLACK_MS		200 /* netpub's timeout after libnats' */
 #define NATS_ASYNC_ERROR_MS			60000	/* an async error is shown with
 											 * timeouts for this long */
-#define NATS_FORGET_MS				60000	/* stop retrying a connection no
-											 * route used for this long */
+#define NATS_FORGET_MS				60000	/* close (or stop retrying) a
+											 * connection no route used for
+											 * this long */
 #define NATS_CLOSE_WAIT_MS			1000
 #define NATS_TEXT_LEN				256
 
@@ -767,6 +771,32 @@ natspub_on_timer(void)
 }
 
 /*
+ * Close the connections no route used for NATS_FORGET_MS that have nothing
+ * in flight (their routes were removed or changed).
+ */
+static void
+close_idle(TimestampTz now)
+{
+	NatsConn   *c;
+
+	for (c = conns; c; c = c->next)
+	{
+		if (c->nc == NULL || !dlist_is_empty(&c->in_library) || !dlist_is_empty(&c->parked) ||
+			!TimestampDifferenceExceeds(c->last_used, now, NATS_FORGET_MS))
+			continue;
+		WITH_SIGNALS_BLOCKED(jsCtx_Destroy(c->js));
+		WITH_SIGNALS_BLOCKED(natsConnection_Destroy(c->nc));
+		c->js = NULL;
+		c->nc = NULL;
+		c->state = NATS_CONN_DOWN;
+		netpub_backoff_reset(&c->backoff);
+		c->down_reason[0] = '\0';
+		ereport(LOG, (errmsg("txoutbox: nats: closed the connection to %s (no route used it for %d s)",
+							 c->shown, NATS_FORGET_MS / 1000)));
+	}
+}
+
+/*
  * How many more messages route (max_in_flight at once) takes now over c:
  * none while c is down after a failure or reconnecting (the backoff's
  * retry, if due, starts); before its first connect, as if it were up (its
@@ -777,6 +807,7 @@ natspub_conn_capacity(NatsConn *c, const OutboxRoute *route, int max_in_flight)
 {
 	c->last_used = GetCurrentTimestamp();
 	natspub_take_results();
+	close_idle(c->last_used);
 	switch (c->state)
 	{
 		case NATS_CONN_UP:

@@ -188,6 +188,21 @@ like((row($badtoken))[2], qr/^not sent: could not connect to nats:\/\/\*\*\*\@12
 sleep 2;
 is((row($badauth))[1], 0, 'wrong password: still no attempt used two seconds later (nothing claimed while down)');
 
+# ---- dispatch() in a session publishes through the nats route itself ----------------
+# route and messages are added in the same transaction, so the worker sees
+# neither: this session's dispatch() connects and publishes them
+my @out = split /\n/, $node->safe_psql(
+	'postgres', qq{
+SET log_min_error_statement = panic;
+BEGIN;
+SELECT count(*) FROM txoutbox.add_route('manual', 'nats', '{"url": "$url", "subject": "orders.manual"}');
+SELECT count(*) FROM (SELECT txoutbox.enqueue('manual', jsonb_build_object('m', i)) FROM generate_series(1, 10) i) s;
+SELECT claimed, succeeded, retried, failed FROM txoutbox.dispatch(topic => 'manual');
+COMMIT;});
+is($out[-1], '10|10|0|0', 'dispatch(): a session published the ten messages and got their PubAcks');
+is(scalar(grep { $_->{subject} eq 'orders.manual' } $c->stream_messages('ORDERS')), 10,
+	'dispatch(): the stream has them');
+
 # ---- the library's threads block PostgreSQL's signals ------------------------------
 my ($wpid) = worker_pids($node);
 my (@tasks, @unblocked);
