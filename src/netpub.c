@@ -54,8 +54,9 @@ typedef struct RouteLoad
 	int64		route_id;
 	int			waiting;
 	int			running;
-	int			refused_at;		/* netpub_capacity said 0 at this load: set
-								 * the latch once it is below (0: it did not) */
+	int			wake_below;		/* netpub_capacity refused it: netpub_wait
+								 * says so once its load is below this (half
+								 * its limit); 0: not refused */
 	dlist_head	queue;			/* waiting requests, oldest first */
 } RouteLoad;
 
@@ -155,7 +156,7 @@ route_load(const NetTransport *t, int64 route_id, bool create)
 	route_loads[nroute_loads].route_id = route_id;
 	route_loads[nroute_loads].waiting = 0;
 	route_loads[nroute_loads].running = 0;
-	route_loads[nroute_loads].refused_at = 0;
+	route_loads[nroute_loads].wake_below = 0;
 	dlist_init(&route_loads[nroute_loads].queue);
 	return &route_loads[nroute_loads++];
 }
@@ -230,9 +231,9 @@ finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool no
 
 	/* its route was refused more, and has room now: netpub_wait says so */
 	rl = route_load(req->transport, req->route.id, false);
-	if (rl && rl->refused_at > 0 && rl->waiting + rl->running < rl->refused_at)
+	if (rl && rl->wake_below > 0 && rl->waiting + rl->running < rl->wake_below)
 	{
-		rl->refused_at = 0;
+		rl->wake_below = 0;
 		room_again = true;
 	}
 
@@ -603,8 +604,9 @@ netpub_route_load(const NetTransport *t, int64 route_id)
  * route_limit running at once: none while it has that many waiting or
  * running (a slow route is not claimed from), else up to 32 times that
  * many in all (one claim's worth: cheaper than many small rounds).  Once a
- * route refused here has room again, netpub_wait returns NETPUB_WOKE_ROOM,
- * so the dispatcher claims for it then rather than at its next timed round.
+ * route refused here is down to half its limit, netpub_wait returns
+ * NETPUB_WOKE_ROOM, so the dispatcher claims for it then rather than at its
+ * next timed round.
  */
 int
 netpub_capacity(const NetTransport *t, const OutboxRoute *route, int route_limit)
@@ -615,7 +617,8 @@ netpub_capacity(const NetTransport *t, const OutboxRoute *route, int route_limit
 
 	if (have >= Max(route_limit, 1))
 	{
-		rl->refused_at = Max(route_limit, 1);
+		/* half its limit, so that a full route is not a round per request */
+		rl->wake_below = Max((route_limit + 1) / 2, 1);
 		return 0;
 	}
 	return (int) Min(most - have, INT_MAX);
