@@ -5,6 +5,10 @@
  *	  it (publish_nats.c), and the transport on the network machinery
  *	  (nats_transport.c: connections, libnats' threads, PubAcks).
  *
+ * Our functions are named natspub_*: libnats owns nats_*, natsConn* and js_*
+ * in the one symbol space.  This header never includes libnats' own
+ * (<nats/nats.h>), so publish_nats.c builds without it.
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef TXOUTBOX_NATS_H
