@@ -96,10 +96,11 @@ is($processing, 0, 'outage: nothing in flight while the broker is down (nothing 
 is($burned, 0, 'outage: no message used a second attempt');
 is($failed, 0, 'outage: no message failed');
 my @reasons = split /\n/, q1("SELECT DISTINCT last_error FROM txoutbox.messages WHERE topic = 'orders.b' AND last_error IS NOT NULL");
-cmp_ok(scalar @reasons, '>', 0, 'outage: what was in flight was retried with a reason');
-note("reasons: " . join(' / ', @reasons));
+# (whether any was in flight when it stopped depends on timing: a broker
+# stopped with SIGTERM answers what it has read first)
+note(scalar(@reasons) . " reasons: " . join(' / ', @reasons));
 is_deeply([ grep { !/^(?:no PubAck within 2000 ms: |not sent: )(?:the connection to $shown is down \(libnats is reconnecting\)|could not connect to $shown: .*)$/ } @reasons ],
-	[], 'outage: last_error says the connection is down, without the password')
+	[], 'outage: any message retried meanwhile says the connection is down, without the password')
   or diag(join("\n", @reasons));
 my $untouched = q1("SELECT count(*) FROM txoutbox.messages WHERE topic = 'orders.b' AND status = 'pending' AND attempt_count = 0");
 ok(side_flows(), 'outage: a notify route keeps flowing');
