@@ -29,6 +29,7 @@ OBJS = \
 	src/http_transport.o \
 	src/publish_http.o \
 	src/publish_nats.o \
+	src/nats_transport.o \
 	src/publish_amqp.o \
 	src/amqp_transport.o \
 	src/publish_redis.o

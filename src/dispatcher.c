@@ -7,9 +7,9 @@
  * It loops: a round (dispatch_worker.c), retention, then one wait
  * (netpub_wait) on its latch, the network publishers' sockets and timers,
  * and postmaster death, until a commit wakes it, a network request
- * finishes (its outcome is then recorded at once; when that gave a route
- * that was full room again, a round follows), the next delayed or
- * retrying message is due, or txoutbox.poll_interval passes.  It runs a
+ * finishes (its outcome is then recorded at once), a network route that
+ * was full has room again, the next delayed or retrying message is due,
+ * or txoutbox.poll_interval passes.  It runs a
  * full round at least once a second to notice a DROP DATABASE (or rename)
  * waiting for it, and then exits so the drop is not blocked.  Errors are
  * logged (once while they repeat), recorded for worker_status(), and

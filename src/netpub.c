@@ -55,8 +55,9 @@ typedef struct RouteLoad
 	int64		route_id;
 	int			waiting;
 	int			running;
-	int			held_at;		/* netpub_capacity() said 0 at this load: room
-								 * again below it (NETPUB_WOKE_ROOM); 0: not held */
+	int			wake_below;		/* netpub_capacity refused it: netpub_wait
+								 * says so once its load is below this (half
+								 * its limit); 0: not refused */
 	dlist_head	queue;			/* waiting requests, oldest first */
 } RouteLoad;
 
@@ -88,6 +89,7 @@ static int	nwaiting = 0;
 static int	nrunning = 0;
 static int	ndone = 0;
 static uint64 finished_count = 0;	/* requests finished since start */
+static bool room_again = false; /* a route refused capacity has room now */
 static TimestampTz next_expiry = 0; /* earliest timeout_at/deadline of a
 									 * running request, or 0 */
 
@@ -100,7 +102,6 @@ static WaitEventSet *wait_set = NULL;
 static bool wait_set_stale = true;
 
 static NetRequest *in_hand = NULL;	/* being started: see recover */
-static bool room_again = false; /* a held route has room: NETPUB_WOKE_ROOM */
 
 static void run_timers(TimestampTz now);
 
@@ -156,7 +157,7 @@ route_load(const NetTransport *t, int64 route_id, bool create)
 	route_loads[nroute_loads].route_id = route_id;
 	route_loads[nroute_loads].waiting = 0;
 	route_loads[nroute_loads].running = 0;
-	route_loads[nroute_loads].held_at = 0;
+	route_loads[nroute_loads].wake_below = 0;
 	dlist_init(&route_loads[nroute_loads].queue);
 	return &route_loads[nroute_loads++];
 }
@@ -200,9 +201,10 @@ unlink_request(NetRequest *req)
 			dlist_delete(&req->node);
 			break;
 	}
-	if (rl && rl->held_at > 0 && rl->waiting + rl->running < rl->held_at)
+	/* a route netpub_capacity refused has room now: netpub_wait says so */
+	if (rl && rl->wake_below > 0 && rl->waiting + rl->running < rl->wake_below)
 	{
-		rl->held_at = 0;
+		rl->wake_below = 0;
 		room_again = true;
 	}
 }
@@ -605,10 +607,10 @@ netpub_route_load(const NetTransport *t, int64 route_id)
  * How many more requests route may take now, for a route that may have
  * route_limit running at once: none while it has that many waiting or
  * running (a slow route is not claimed from), else up to 32 times that
- * many in all (one claim's worth: cheaper than many small rounds).  A route
- * given none makes netpub_wait() say NETPUB_WOKE_ROOM once it has room
- * again, so that the dispatcher's next round need not wait for a commit or
- * its poll interval.
+ * many in all (one claim's worth: cheaper than many small rounds).  Once a
+ * route refused here is down to half its limit, netpub_wait returns
+ * NETPUB_WOKE_ROOM, so the dispatcher claims for it then rather than at its
+ * next timed round.
  */
 int
 netpub_capacity(const NetTransport *t, const OutboxRoute *route, int route_limit)
@@ -619,7 +621,8 @@ netpub_capacity(const NetTransport *t, const OutboxRoute *route, int route_limit
 
 	if (have >= Max(route_limit, 1))
 	{
-		rl->held_at = Max(route_limit, 1);	/* a round when it has room again */
+		/* half its limit, so that a full route is not a round per request */
+		rl->wake_below = Max((route_limit + 1) / 2, 1);
 		return 0;
 	}
 	return (int) Min(most - have, INT_MAX);
@@ -740,7 +743,7 @@ next_wakeup(void)
 	return next;
 }
 
-/* NETPUB_WOKE_ROOM once after a held route got room again (see netpub_capacity). */
+/* NETPUB_WOKE_ROOM once after a refused route got room again (see netpub_capacity). */
 static int
 room_bit(void)
 {
@@ -754,8 +757,9 @@ room_bit(void)
  * Wait up to timeout_ms for the latch, a watched socket or a timer, and
  * drive the transports meanwhile (start what may start, hand them their
  * socket events and timers, retry what expired).  Returns as soon as the
- * latch is set or a request finished (NETPUB_WOKE_* bits).  Postmaster
- * death ends the process.  The latch is not reset here.
+ * latch is set, a request finished, or a route that netpub_capacity
+ * refused has room again (NETPUB_WOKE_* bits).  Postmaster death ends the
+ * process.  The latch is not reset here.
  */
 int
 netpub_wait(long timeout_ms)
@@ -778,14 +782,15 @@ netpub_wait(long timeout_ms)
 		run_timers(now);
 		expire_requests(now);
 		drive();
-		if (finished_count != finished_before)
+		if (finished_count != finished_before || room_again)
 		{
 			/*
 			 * The latch may have been set meanwhile (a commit, or a transport
 			 * that has room again): say so, or the caller, which resets it
 			 * before its next round, would lose that wake-up.
 			 */
-			return NETPUB_WOKE_DONE | room_bit() | (MyLatch->is_set ? NETPUB_WOKE_LATCH : 0);
+			return (finished_count != finished_before ? NETPUB_WOKE_DONE : 0) | room_bit() |
+				(MyLatch->is_set ? NETPUB_WOKE_LATCH : 0);
 		}
 
 		now = GetCurrentTimestamp();
