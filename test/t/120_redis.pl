@@ -263,11 +263,15 @@ ok( $node->poll_query_until(
 	'big: the three messages finished');
 my $big = $node->safe_psql('postgres',
 	"SELECT status || ' ' || attempt_count || ' ' || coalesce(last_error, '') FROM txoutbox.messages WHERE topic = 'big' AND payload ? 'blob'");
-like($big, qr/^failed 1 XADD to stream "big" refused: ERR Protocol error: invalid bulk length/,
-	'big: over proto-max-bulk-len fails at its first attempt');
+# (the server closes the connection after that reply: on a loaded machine
+# the first attempt can end with the connection instead, so one more)
+like($big, qr/^failed [12] XADD to stream "big" refused: ERR Protocol error: invalid bulk length/,
+	'big: over proto-max-bulk-len fails, at its first attempt that reached the server');
 is($node->safe_psql('postgres', "SELECT count(*) FROM txoutbox.messages WHERE topic = 'big' AND status = 'succeeded'"),
 	'2', 'big: the messages next to it in the pipeline succeeded');
-is($redis->cli('XLEN', 'big'), '2', 'big: and the stream has those two');
+cmp_ok($redis->cli('XLEN', 'big'), '>=', 2,
+	'big: and the stream has those two (one may be there twice: the connection closed under it)');
+unlike($redis->cli('XRANGE', 'big', '-', '+'), qr/xxxxxxxxxx/, 'big: but not the big one');
 
 # ---- the broken routes ----
 # NOAUTH: the server requires a password the url lacks: the XADD was
