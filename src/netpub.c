@@ -220,11 +220,11 @@ free_request(NetRequest *req)
 
 /* Record req's outcome (the error formatted in req's memory) and move it to done. */
 static void finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
-					  const char *fmt, va_list args) pg_attribute_printf(5, 0);
+					  bool held_back, const char *fmt, va_list args) pg_attribute_printf(6, 0);
 
 static void
 finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
-		  const char *fmt, va_list args)
+		  bool held_back, const char *fmt, va_list args)
 {
 	unlink_request(req);
 	req->state = NETREQ_DONE;
@@ -237,6 +237,7 @@ finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool no
 	req->item.outcome = outcome;
 	req->item.retry_after_ms = retry_after_ms;
 	req->item.not_sent = not_sent;
+	req->item.held_back = held_back;
 	req->item.error = NULL;
 	if (fmt != NULL)
 	{
@@ -272,13 +273,14 @@ netpub_finish(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms,
 	va_list		args;
 
 	va_start(args, fmt);
-	finish_va(req, outcome, retry_after_ms, false, fmt, args);
+	finish_va(req, outcome, retry_after_ms, false, false, fmt, args);
 	va_end(args);
 }
 
 /*
- * req was not sent (nothing reached the broker or endpoint): retry at once,
- * giving back the attempt its lease counted.
+ * A transport could not send req (the broker or endpoint is down or
+ * unreachable: nothing reached it): retry at once, giving back the attempt
+ * its lease counted.  The route's breaker counts it as an endpoint failure.
  */
 void
 netpub_finish_unsent(NetRequest *req, const char *fmt,...)
@@ -286,7 +288,24 @@ netpub_finish_unsent(NetRequest *req, const char *fmt,...)
 	va_list		args;
 
 	va_start(args, fmt);
-	finish_va(req, PUBLISH_RETRY, 0, true, fmt, args);
+	finish_va(req, PUBLISH_RETRY, 0, true, false, fmt, args);
+	va_end(args);
+}
+
+/*
+ * netpub did not send req, by its own choice (its lease would end first, its
+ * route's breaker opened): like netpub_finish_unsent, but it says nothing of
+ * the endpoint.
+ */
+static void finish_held_back(NetRequest *req, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static void
+finish_held_back(NetRequest *req, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	finish_va(req, PUBLISH_RETRY, 0, true, true, fmt, args);
 	va_end(args);
 }
 
@@ -308,7 +327,7 @@ start_request(NetRequest *req, TimestampTz now)
 	blocked = route_state_blocked(&req->route);
 	if (blocked != NULL)
 	{
-		netpub_finish_unsent(req, "not sent: %s", blocked);
+		finish_held_back(req, "not sent: %s", blocked);
 		return;
 	}
 	if (req->deadline != 0)
@@ -317,7 +336,7 @@ start_request(NetRequest *req, TimestampTz now)
 
 		if (left < NETPUB_MIN_BUDGET_MS)
 		{
-			netpub_finish_unsent(req, "not sent: the claim's lease (txoutbox.lock_timeout) would end before "
+			finish_held_back(req, "not sent: the claim's lease (txoutbox.lock_timeout) would end before "
 								 "the %s request could; %d requests were ahead of it",
 								 req->transport->name, ahead);
 			return;
@@ -430,6 +449,7 @@ new_request(const NetTransport *t, PublishItem *item, int route_limit, bool sync
 	req->item.error = NULL;
 	req->item.retry_after_ms = -1;
 	req->item.not_sent = false;
+	req->item.held_back = false;
 	memcpy(&req->msg.id, &item->msg->id, sizeof(pg_uuid_t));
 	memcpy(req->msg.id_str, item->msg->id_str, sizeof(req->msg.id_str));
 	req->msg.attempt_count = item->msg->attempt_count;
@@ -588,6 +608,7 @@ netpub_publish(const NetTransport *t, PublishItem *items, int n,
 		items[i].error = req->item.error ? pstrdup(req->item.error) : NULL;
 		items[i].retry_after_ms = req->item.retry_after_ms;
 		items[i].not_sent = req->item.not_sent;
+		items[i].held_back = req->item.held_back;
 		unlink_request(req);
 		free_request(req);
 	}

@@ -59,6 +59,9 @@ typedef struct PublishItem
 	int64		retry_after_ms; /* < 0: use the backoff */
 	bool		not_sent;		/* RETRY without an attempt: the one its lease
 								 * counted is given back */
+	bool		held_back;		/* not_sent by txoutbox's own choice (its
+								 * lease, its route's breaker): says nothing
+								 * of the endpoint */
 } PublishItem;
 
 typedef struct Publisher

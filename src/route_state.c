@@ -8,9 +8,9 @@
  *
  * Circuit breaker (routes of network publishers; threshold, cool-down and
  * its cap are settings with route overrides): closed, it counts
- * consecutive endpoint failures (a RETRY outcome of a request that was
- * sent: timeouts, connection errors, 5xx, 429, a broker down; not a 4xx
- * for one message).  At the threshold it opens: the route gets nothing
+ * consecutive endpoint failures (a RETRY outcome: timeouts, connection
+ * errors, 5xx, 429, a broker down or unreachable; not a 4xx for one
+ * message, nor a message txoutbox held back itself).  At the threshold it opens: the route gets nothing
  * (its messages stay untouched in the table: no attempts counted) until
  * the cool-down passes; then it is half-open and one message goes as a
  * probe.  An answer closes it (its backlog flows at full speed again); a
@@ -368,9 +368,9 @@ route_state_record(const PublishItem *item)
 																 (int64) txoutbox_retry_max_delay_ms)));
 	if (threshold > 0)
 	{
-		if (item->outcome == PUBLISH_RETRY && item->not_sent)
+		if (item->outcome == PUBLISH_RETRY && item->held_back)
 		{
-			/* nothing reached the endpoint: says nothing about it */
+			/* held back by txoutbox itself: says nothing of the endpoint */
 			if (e->breaker == BREAKER_HALF_OPEN)
 				e->probe_until = 0;
 		}

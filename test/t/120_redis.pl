@@ -291,7 +291,8 @@ for my $t (qw(refused wrongpass baddb))
 	($st, $att, $err) = split /\|/,
 	  $node->safe_psql('postgres', "SELECT status, attempt_count, last_error FROM txoutbox.messages WHERE id = '$id{$t}'");
 	like($st, qr/^(?:pending|retrying|processing)$/, "$t: not failed, though max_attempts is 1 (status $st)");
-	is($att, 0, "$t: no attempt used up");
+	# (a try under way counts its attempt until it is given back)
+	cmp_ok($att, '<=', $st eq 'processing' ? 1 : 0, "$t: no attempt used up (status $st, attempt_count $att)");
 	note "$t: $err";
 }
 like($node->safe_psql('postgres', "SELECT last_error FROM txoutbox.messages WHERE id = '$id{refused}'"),
