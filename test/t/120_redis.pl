@@ -264,7 +264,7 @@ ok( $node->poll_query_until(
 my $big = $node->safe_psql('postgres',
 	"SELECT status || ' ' || attempt_count || ' ' || coalesce(last_error, '') FROM txoutbox.messages WHERE topic = 'big' AND payload ? 'blob'");
 # (the server closes the connection after that reply: on a loaded machine
-# the first attempt can end with the connection instead, so one more)
+# an attempt can end with the closed connection first: it is retried)
 like($big, qr/^failed \d+ XADD to stream "big" refused: ERR Protocol error: invalid bulk length/,
 	'big: over proto-max-bulk-len fails, at its first attempt that reached the server');
 is($node->safe_psql('postgres', "SELECT count(*) FROM txoutbox.messages WHERE topic = 'big' AND status = 'succeeded'"),
