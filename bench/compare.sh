@@ -39,6 +39,7 @@ for r in $(seq 1 "$rounds"); do
 	for b in old new; do
 		install_build "$b"
 		bench_log "round $r: $script.sh on $b ($([ $b = old ] && echo "$ref" || echo this tree))"
+		: >"$results.$b.$r"
 		BENCH_RESULTS=$results.$b.$r TXOUTBOX_BENCH_INSTALLED=1 "$here/$script.sh" >/dev/null
 		sed "s/^/$b $r\t/" "$results.$b.$r" >>"$results"
 		rm -f "$results.$b.$r"
