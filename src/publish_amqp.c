@@ -131,36 +131,13 @@ check_name_template(const char *template, const char *field)
 static void
 parse_headers(AmqpRoute *ar, Jsonb *config)
 {
-	JsonbValue	v;
-	JsonbIterator *it;
-	JsonbValue	k;
-	JsonbIteratorToken tok;
-	int			cap = 8;
+	int			i;
 
-	if (!getKeyJsonValueFromContainer(&config->root, "headers", 7, &v) || v.type == jbvNull)
-		return;
-	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("route config field \"headers\" must be a JSON object of strings")));
-
-	ar->header_names = palloc(sizeof(char *) * cap);
-	ar->header_values = palloc(sizeof(char *) * cap);
-	it = JsonbIteratorInit(v.val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	ar->nheaders = jsonb_config_headers(config, &ar->header_names, &ar->header_values);
+	for (i = 0; i < ar->nheaders; i++)
 	{
-		JsonbValue	val;
-		char	   *name;
+		const char *name = ar->header_names[i];
 
-		if (tok != WJB_KEY)
-			continue;
-		name = pnstrdup(k.val.string.val, k.val.string.len);
-		tok = JsonbIteratorNext(&it, &val, true);
-		if (tok != WJB_VALUE || val.type != jbvString)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("route config field \"headers\" must be a JSON object of strings"),
-					 errdetail("The value of header \"%s\" is not a string.", name)));
 		if (name[0] == '\0' || strlen(name) > AMQP_SHORTSTR_MAX)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -170,15 +147,6 @@ parse_headers(AmqpRoute *ar, Jsonb *config)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("header \"%s\" cannot be set by an amqp route", name),
 					 errdetail("txoutbox sets it itself.")));
-		if (ar->nheaders == cap)
-		{
-			cap *= 2;
-			ar->header_names = repalloc(ar->header_names, sizeof(char *) * cap);
-			ar->header_values = repalloc(ar->header_values, sizeof(char *) * cap);
-		}
-		ar->header_names[ar->nheaders] = name;
-		ar->header_values[ar->nheaders] = pnstrdup(val.val.string.val, val.val.string.len);
-		ar->nheaders++;
 	}
 }
 

@@ -326,51 +326,19 @@ parse_url(NatsRoute *route, const char *url)
 static void
 parse_headers(NatsRoute *route, Jsonb *config)
 {
-	JsonbValue	v;
-	JsonbIterator *it;
-	JsonbValue	k;
-	JsonbIteratorToken tok;
-	int			cap = 8;
+	int			i;
 
-	if (!getKeyJsonValueFromContainer(&config->root, "headers", 7, &v) || v.type == jbvNull)
-		return;
-	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("route config field \"headers\" must be a JSON object of strings")));
-
-	route->header_names = palloc(sizeof(char *) * cap);
-	route->header_values = palloc(sizeof(char *) * cap);
-	it = JsonbIteratorInit(v.val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	route->nheaders = jsonb_config_headers(config, &route->header_names, &route->header_values);
+	for (i = 0; i < route->nheaders; i++)
 	{
-		JsonbValue	val;
-		const char *problem;
-		char	   *name;
+		const char *name = route->header_names[i];
+		const char *value = route->header_values[i];
+		const char *problem = header_problem(name, strlen(name), value, strlen(value));
 
-		if (tok != WJB_KEY)
-			continue;
-		name = pnstrdup(k.val.string.val, k.val.string.len);
-		tok = JsonbIteratorNext(&it, &val, true);
-		if (tok != WJB_VALUE || val.type != jbvString)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("route config field \"headers\" must be a JSON object of strings"),
-					 errdetail("The value of header \"%s\" is not a string.", name)));
-		problem = header_problem(name, strlen(name), val.val.string.val, val.val.string.len);
 		if (problem)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("header \"%s\" in config of a nats route %s", name, problem)));
-		if (route->nheaders == cap)
-		{
-			cap *= 2;
-			route->header_names = repalloc(route->header_names, sizeof(char *) * cap);
-			route->header_values = repalloc(route->header_values, sizeof(char *) * cap);
-		}
-		route->header_names[route->nheaders] = name;
-		route->header_values[route->nheaders] = pnstrdup(val.val.string.val, val.val.string.len);
-		route->nheaders++;
 	}
 }
 

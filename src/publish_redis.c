@@ -214,50 +214,20 @@ parse_url(const char *url, RedisServer *server)
 static void
 parse_headers(RedisRoute *route, Jsonb *config)
 {
-	JsonbValue	v;
-	JsonbIterator *it;
-	JsonbValue	k;
-	JsonbIteratorToken tok;
-	int			cap = 8;
+	char	  **values;
+	int			i;
 
-	if (!getKeyJsonValueFromContainer(&config->root, "headers", 7, &v) || v.type == jbvNull)
-		return;
-	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("route config field \"headers\" must be a JSON object of strings")));
-
-	route->header_names = palloc(sizeof(char *) * cap);
-	route->header_members = palloc(sizeof(char *) * cap);
-	it = JsonbIteratorInit(v.val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	route->nheaders = jsonb_config_headers(config, &route->header_names, &values);
+	route->header_members = palloc(sizeof(char *) * Max(route->nheaders, 1));
+	for (i = 0; i < route->nheaders; i++)
 	{
-		JsonbValue	val;
 		StringInfoData member;
-		char	   *name;
 
-		if (tok != WJB_KEY)
-			continue;
-		name = pnstrdup(k.val.string.val, k.val.string.len);
-		tok = JsonbIteratorNext(&it, &val, true);
-		if (tok != WJB_VALUE || val.type != jbvString)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("route config field \"headers\" must be a JSON object of strings"),
-					 errdetail("The value of header \"%s\" is not a string.", name)));
-		if (route->nheaders == cap)
-		{
-			cap *= 2;
-			route->header_names = repalloc(route->header_names, sizeof(char *) * cap);
-			route->header_members = repalloc(route->header_members, sizeof(char *) * cap);
-		}
 		initStringInfo(&member);
-		escape_json(&member, name);
+		escape_json(&member, route->header_names[i]);
 		appendStringInfoChar(&member, ':');
-		escape_json(&member, pnstrdup(val.val.string.val, val.val.string.len));
-		route->header_names[route->nheaders] = name;
-		route->header_members[route->nheaders] = member.data;
-		route->nheaders++;
+		escape_json(&member, values[i]);
+		route->header_members[i] = member.data;
 	}
 }
 

@@ -285,6 +285,61 @@ jsonb_config_bool(Jsonb *config, const char *key, bool *value)
 	return true;
 }
 
+/*
+ * The route config's "headers": a JSON object of strings (else ERROR 22023),
+ * as parallel arrays of names and values in the current memory context;
+ * returns how many (0 when absent).  Each publisher checks the names and
+ * values against its protocol's rules.
+ */
+int
+jsonb_config_headers(Jsonb *config, char ***names, char ***values)
+{
+	JsonbValue	v;
+	JsonbIterator *it;
+	JsonbValue	k;
+	JsonbIteratorToken tok;
+	int			cap = 8;
+	int			n = 0;
+
+	*names = NULL;
+	*values = NULL;
+	if (!getKeyJsonValueFromContainer(&config->root, "headers", 7, &v) || v.type == jbvNull)
+		return 0;
+	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("route config field \"headers\" must be a JSON object of strings")));
+
+	*names = palloc(sizeof(char *) * cap);
+	*values = palloc(sizeof(char *) * cap);
+	it = JsonbIteratorInit(v.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		JsonbValue	val;
+		char	   *name;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = pnstrdup(k.val.string.val, k.val.string.len);
+		tok = JsonbIteratorNext(&it, &val, true);
+		if (tok != WJB_VALUE || val.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("route config field \"headers\" must be a JSON object of strings"),
+					 errdetail("The value of header \"%s\" is not a string.", name)));
+		if (n == cap)
+		{
+			cap *= 2;
+			*names = repalloc(*names, sizeof(char *) * cap);
+			*values = repalloc(*values, sizeof(char *) * cap);
+		}
+		(*names)[n] = name;
+		(*values)[n] = pnstrdup(val.val.string.val, val.val.string.len);
+		n++;
+	}
+	return n;
+}
+
 /* Record an item's outcome and its error text (not for success). */
 void
 publisher_set_outcome(PublishItem *item, PublishOutcome outcome, const char *fmt,...)

@@ -134,6 +134,7 @@ extern void jsonb_config_check_keys(Jsonb *config, const char *publisher,
 extern char *jsonb_config_string(Jsonb *config, const char *key);
 extern bool jsonb_config_int(Jsonb *config, const char *key, int64 *value);
 extern bool jsonb_config_bool(Jsonb *config, const char *key, bool *value);
+extern int	jsonb_config_headers(Jsonb *config, char ***names, char ***values);
 extern bool try_in_subtransaction(void (*fn) (void *arg), void *arg, char **error,
 								  bool (*own_cancel) (void));
 extern void publisher_set_outcome(PublishItem *item, PublishOutcome outcome,
