@@ -89,9 +89,10 @@ REVOKE ALL ON FUNCTION txoutbox.enqueue(text, jsonb, text, jsonb, text, text, te
 -- update script is recorded as one of the extension's initial privileges,
 -- which pg_dump leaves out (a restore would lose it); so the new function's
 -- initial privileges are set back to what they were before these grants,
--- what a fresh install records.  Then pg_dump sees the grants as changes
--- made after the install, as it saw them on the old function, and keeps
--- them.
+-- what a fresh install records, and so are the dependencies of roles on
+-- them (PostgreSQL 17 and later record those; DROP ROLE would refuse to
+-- drop a grantee).  Then pg_dump sees the grants as changes made after the
+-- install, as it saw them on the old function, and keeps them.
 DO $grants$
 DECLARE
     initial pg_catalog.aclitem[];
@@ -116,6 +117,11 @@ BEGIN
      WHERE ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
        AND ip.objoid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure
        AND ip.objsubid OPERATOR(pg_catalog.=) 0;
+    DELETE FROM pg_catalog.pg_shdepend d
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND d.objid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure
+       AND d.deptype OPERATOR(pg_catalog.=) 'i'
+       AND d.refobjid OPERATOR(pg_catalog.<>) ALL (SELECT a.grantee FROM pg_catalog.aclexplode(initial) a);
 END
 $grants$;
 DROP FUNCTION txoutbox.enqueue(text, jsonb, text, jsonb, text, text, text, timestamptz, integer);
