@@ -62,12 +62,17 @@ SELECT pg_catalog.pg_extension_config_dump(
 
 -- The state machine ------------------------------------------------------------
 
--- enqueue() takes idempotency_key and expires_at: made again (a function's
--- arguments cannot change in place), next to the old one, which is dropped
--- once the roles that may call it (the producer and admin sets) may call
--- the new one, so that applications keep enqueueing through the update.
--- capture() calls it by name and keeps working.
-CREATE FUNCTION txoutbox.enqueue(
+-- enqueue() takes idempotency_key and expires_at.  A function's arguments
+-- cannot change in place, and making it again would drop the grants on it
+-- (those of the producer and admin sets: pg_dump dumps them as changes
+-- since the install, which a GRANT here would not be) and fail the calls
+-- resolved to it but not run yet when the update commits ("cache lookup
+-- failed"), while applications enqueue.  So enqueue keeps its identity
+-- (its OID, grants and initial privileges): it is given the argument list
+-- of a function made here with the new one, which is then dropped.  The C
+-- function serves both lists (a call of the old one has 9 arguments), and
+-- capture() calls it by name.
+CREATE FUNCTION txoutbox._enqueue_0_2_0(
     topic text,
     payload jsonb,
     message_key text DEFAULT NULL,
@@ -83,48 +88,13 @@ RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_enqueue'
     LANGUAGE C VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-REVOKE ALL ON FUNCTION txoutbox.enqueue(text, jsonb, text, jsonb, text, text, text, timestamptz, integer, text, timestamptz) FROM PUBLIC;
-
--- The old function's grants, given on the new one.  A GRANT run by an
--- update script is recorded as one of the extension's initial privileges,
--- which pg_dump leaves out (a restore would lose it); so the new function's
--- initial privileges are set back to what they were before these grants,
--- what a fresh install records, and so are the dependencies of roles on
--- them (PostgreSQL 17 and later record those; DROP ROLE would refuse to
--- drop a grantee).  Then pg_dump sees the grants as changes made after the
--- install, as it saw them on the old function, and keeps them.
-DO $grants$
-DECLARE
-    initial pg_catalog.aclitem[];
-    g record;
-BEGIN
-    SELECT ip.initprivs INTO initial FROM pg_catalog.pg_init_privs ip
-     WHERE ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objoid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    FOR g IN SELECT a.grantee, a.is_grantable
-               FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-              WHERE p.oid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)'::pg_catalog.regprocedure
-                AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-                AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-              ORDER BY a.grantee LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION txoutbox.enqueue(text, jsonb, text, jsonb, text, text, text, timestamptz, integer, text, timestamptz) TO %s%s',
-                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
-                                       ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::pg_catalog.text) END,
-                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-    END LOOP;
-    UPDATE pg_catalog.pg_init_privs ip SET initprivs = initial
-     WHERE ip.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND ip.objoid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure
-       AND ip.objsubid OPERATOR(pg_catalog.=) 0;
-    DELETE FROM pg_catalog.pg_shdepend d
-     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-       AND d.objid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure
-       AND d.deptype OPERATOR(pg_catalog.=) 'i'
-       AND d.refobjid OPERATOR(pg_catalog.<>) ALL (SELECT a.grantee FROM pg_catalog.aclexplode(initial) a);
-END
-$grants$;
-DROP FUNCTION txoutbox.enqueue(text, jsonb, text, jsonb, text, text, text, timestamptz, integer);
+UPDATE pg_catalog.pg_proc p
+   SET pronargs = n.pronargs, pronargdefaults = n.pronargdefaults, proargtypes = n.proargtypes,
+       proargnames = n.proargnames, proargdefaults = n.proargdefaults
+  FROM pg_catalog.pg_proc n
+ WHERE p.oid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)'::pg_catalog.regprocedure
+   AND n.oid OPERATOR(pg_catalog.=) 'txoutbox._enqueue_0_2_0(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure;
+DROP FUNCTION txoutbox._enqueue_0_2_0(text, jsonb, text, jsonb, text, text, text, timestamptz, integer, text, timestamptz);
 
 -- Reading -------------------------------------------------------------------
 

@@ -156,10 +156,9 @@ SELECT last_value = :'seq_last' AND is_called = :'seq_called' AS route_ids_go_on
 SELECT topic, status, messages, publisher, unrouted, blocked_keys
   FROM txoutbox.stats ORDER BY topic, status;
 
--- The grant sets are kept (enqueue, made again with two more arguments,
--- with the grants the old one had); the consumer and admin sets' new
--- functions come with grant_role() (the update's WARNING above named the
--- roles).
+-- The grant sets are kept (enqueue, with two more arguments, is the same
+-- function); the consumer and admin sets' new functions come with
+-- grant_role() (the update's WARNING above named the roles).
 SELECT r AS role, has_function_privilege(r, 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)', 'EXECUTE') AS enqueue,
        has_function_privilege(r, 'txoutbox.claim(text,integer,text,timestamptz,timestamptz)', 'EXECUTE') AS claim,
        has_function_privilege(r, 'txoutbox.add_route(text,text,jsonb)', 'EXECUTE') AS add_route,
@@ -170,9 +169,8 @@ SELECT txoutbox.grant_role('txo_up_admin', 'admin');
 SELECT r AS role, has_function_privilege(r, 'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)', 'EXECUTE') AS notified_since,
        has_function_privilege(r, 'txoutbox.destinations(uuid)', 'EXECUTE') AS destinations
   FROM unnest(ARRAY['txo_up_producer', 'txo_up_consumer', 'txo_up_admin']) r;
--- the grants on the new enqueue are changes after the install, as they
--- were on the old one (pg_dump dumps them): its initial privileges are a
--- fresh install's, the owner's alone
+-- the grants on enqueue are still changes after the install (pg_dump dumps
+-- them): its initial privileges are a fresh install's, the owner's alone
 SELECT pg_catalog.array_length(ip.initprivs, 1) AS initial_privileges,
        (SELECT count(*) FROM aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) AS granted_since
   FROM pg_init_privs ip JOIN pg_proc p ON p.oid = ip.objoid
