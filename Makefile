@@ -10,6 +10,8 @@ OBJS = \
 	src/message.o \
 	src/outbox.o \
 	src/message_insert.o \
+	src/fanout.o \
+	src/trace_context.o \
 	src/routes.o \
 	src/route_state.o \
 	src/route_health.o \
@@ -66,11 +68,13 @@ endif
 # pg_regress suites (sql/<name>.sql, expected/<name>.out), on a throwaway
 # server that preloads txoutbox.
 REGRESS = core_enqueue enqueue_insert core_claim core_marks core_read core_errors core_trigger routes dispatch \
-	time_range ordering capture route_policy security notified_since
+	time_range ordering capture route_policy security notified_since \
+	fanout idempotency expiry cloudevents trace_context
 REGRESS_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_regress --encoding=UTF8 --no-locale
 
 # isolation specs (test/specs/<name>.spec, test/expected/<name>.out)
-ISOLATION = claim_disjoint claim_rollback enqueue_uncommitted lease_takeover ordered_claim
+ISOLATION = claim_disjoint claim_rollback enqueue_uncommitted lease_takeover ordered_claim \
+	idempotency_concurrent fanout_states
 ISOLATION_OPTS = --temp-config=test/txoutbox.conf --temp-instance=tmp_check_iso --encoding=UTF8 --no-locale --inputdir=test --outputdir=test/output_iso
 
 TAP_TESTS = 1

@@ -26,6 +26,32 @@
 CREATE INDEX messages_published_idx ON txoutbox.messages (published_at, id)
     WHERE status OPERATOR(pg_catalog.=) 'succeeded';
 
+-- Fan-out, idempotency keys and expiry: four columns at the end, NULL for
+-- every message there is (adding them rewrites no row).
+--   route_id, fanout_of: the fan-out route this copy goes to (NULL: the
+--     topic's route), and the first copy's id, shared by every copy
+--   idempotency_key, expires_at: enqueue(idempotency_key => ...,
+--     expires_at => ...)
+ALTER TABLE txoutbox.messages
+    ADD COLUMN route_id bigint,
+    ADD COLUMN fanout_of uuid,
+    ADD COLUMN idempotency_key text,
+    ADD COLUMN expires_at timestamptz;
+
+-- Idempotency keys: one message per topic, tenant and key, for as long as it
+-- is kept.  The first copy of a fanned-out message holds the key here (its
+-- other copies carry it too, for reading); a message without a tenant
+-- conflicts with another without one (NULLS NOT DISTINCT).  Messages without
+-- a key are not in it (here: none yet, but the table is read once).
+CREATE UNIQUE INDEX messages_idempotency_idx ON txoutbox.messages (topic, tenant_id, idempotency_key)
+    NULLS NOT DISTINCT
+    WHERE idempotency_key IS NOT NULL
+      AND (fanout_of IS NULL OR fanout_of OPERATOR(pg_catalog.=) id);
+
+-- Fan-out: the copies of a message (destinations()).  Only copies are in it.
+CREATE INDEX messages_fanout_idx ON txoutbox.messages (fanout_of)
+    WHERE fanout_of IS NOT NULL;
+
 -- Backups -------------------------------------------------------------------
 
 SELECT pg_catalog.pg_extension_config_dump('txoutbox.messages', '');
@@ -34,13 +60,83 @@ SELECT pg_catalog.pg_extension_config_dump('txoutbox.routes', '');
 SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('txoutbox.routes', 'id')::pg_catalog.regclass, '');
 
+-- The state machine ------------------------------------------------------------
+
+-- enqueue() takes idempotency_key and expires_at.  A function's arguments
+-- cannot change in place, and making it again would drop the grants on it
+-- (those of the producer and admin sets: pg_dump dumps them as changes
+-- since the install, which a GRANT here would not be) and fail the calls
+-- resolved to it but not run yet when the update commits ("cache lookup
+-- failed"), while applications enqueue.  So enqueue keeps its identity
+-- (its OID, grants and initial privileges): it is given the argument list
+-- of a function made here with the new one, which is then dropped.  The C
+-- function serves both lists (a call of the old one has 9 arguments), and
+-- capture() calls it by name.
+CREATE FUNCTION txoutbox._enqueue_0_2_0(
+    topic text,
+    payload jsonb,
+    message_key text DEFAULT NULL,
+    headers jsonb DEFAULT '{}',
+    correlation_id text DEFAULT NULL,
+    tenant_id text DEFAULT NULL,
+    org_id text DEFAULT NULL,
+    available_at timestamptz DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL)
+RETURNS txoutbox.messages
+    AS 'MODULE_PATHNAME', 'txoutbox_enqueue'
+    LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+UPDATE pg_catalog.pg_proc p
+   SET pronargs = n.pronargs, pronargdefaults = n.pronargdefaults, proargtypes = n.proargtypes,
+       proargnames = n.proargnames, proargdefaults = n.proargdefaults
+  FROM pg_catalog.pg_proc n
+ WHERE p.oid OPERATOR(pg_catalog.=) 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)'::pg_catalog.regprocedure
+   AND n.oid OPERATOR(pg_catalog.=) 'txoutbox._enqueue_0_2_0(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure;
+DROP FUNCTION txoutbox._enqueue_0_2_0(text, jsonb, text, jsonb, text, text, text, timestamptz, integer, text, timestamptz);
+
 -- Reading -------------------------------------------------------------------
+
+-- The destinations of a message: every copy of the message that id is a
+-- copy of (one per fan-out route, and one for the topic's route), in id
+-- order, each with its own status; a message that was not fanned out is its
+-- own only destination.  Scoped to a bound tenant like get().
+CREATE FUNCTION txoutbox.destinations(id uuid)
+RETURNS SETOF txoutbox.messages
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    head uuid;
+BEGIN
+    IF destinations.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT COALESCE(m.fanout_of, m.id) INTO head FROM txoutbox.messages m
+     WHERE m.id OPERATOR(pg_catalog.=) destinations.id
+       AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % does not exist', destinations.id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY
+        SELECT m.* FROM txoutbox.messages m
+         WHERE (m.fanout_of OPERATOR(pg_catalog.=) head OR m.id OPERATOR(pg_catalog.=) head)
+           AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+         ORDER BY m.id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION txoutbox.destinations(uuid) FROM PUBLIC;
 
 -- Catching up after a reconnect: NOTIFY keeps nothing for a session that is
 -- not listening, so a listener reads what it missed here.  The succeeded
 -- messages whose topic goes to a notify route now (the most specific
--- enabled match, as route_for(); on that channel when given), published at
--- since or later, in publish order: published_at, then id.  Page on with
+-- enabled match, as route_for(); for a fan-out copy, its own route, when
+-- enabled; on that channel when given), published at since or later, in
+-- publish order: published_at, then id.  Page on with
 -- since => the last row's published_at and after_id => its id.  Scoped to a
 -- bound tenant like list().
 CREATE FUNCTION txoutbox.notified_since(
@@ -89,7 +185,10 @@ BEGIN
     -- values: a recent since walks the end of messages_published_idx.
     RETURN QUERY EXECUTE pg_catalog.format($q$
         SELECT m.* FROM txoutbox.messages m
-         CROSS JOIN LATERAL txoutbox.route_for(m.topic) r
+         CROSS JOIN LATERAL (SELECT f.* FROM txoutbox.routes f
+                              WHERE f.id OPERATOR(pg_catalog.=) m.route_id AND f.enabled
+                             UNION ALL
+                             SELECT t.* FROM txoutbox.route_for(m.topic) t WHERE m.route_id IS NULL) r
          WHERE m.status OPERATOR(pg_catalog.=) 'succeeded'
            AND ROW(m.published_at, m.id) %s ROW($1, $2)
            AND r.publisher OPERATOR(pg_catalog.=) 'notify'
@@ -119,10 +218,35 @@ REVOKE ALL ON FUNCTION txoutbox.notified_since(timestamptz, text, text, text, te
 -- pause_route() / resume_route() keep a route's pause here.
 ALTER TABLE txoutbox.routes ADD COLUMN paused_at timestamptz;
 
+-- One ordinary route per pattern; fan-out routes ("fanout": true in their
+-- config: each one a subscription of its own) may share a pattern.  The
+-- constraint's index gives way to a partial one of the same name (the
+-- same error for a duplicate).
+ALTER TABLE txoutbox.routes DROP CONSTRAINT routes_topic_pattern_key;
+CREATE UNIQUE INDEX routes_topic_pattern_key ON txoutbox.routes (topic_pattern)
+    WHERE NOT COALESCE(config OPERATOR(pg_catalog.->) 'fanout' OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb, false);
+
+-- enqueue() keeps the routes it fans out to in each backend (fanout.c).
+-- Every statement that writes txoutbox.routes invalidates that cache, in
+-- this transaction at once and in every other backend when it commits (a
+-- relcache invalidation of txoutbox.routes, transactional like a catalog
+-- change's).
+CREATE FUNCTION txoutbox._routes_changed()
+RETURNS trigger
+    AS 'MODULE_PATHNAME', 'txoutbox_routes_changed'
+    LANGUAGE C;
+REVOKE ALL ON FUNCTION txoutbox._routes_changed() FROM PUBLIC;
+
+CREATE TRIGGER routes_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON txoutbox.routes
+    FOR EACH STATEMENT EXECUTE FUNCTION txoutbox._routes_changed();
+
 -- The route a topic is published through: the enabled exact match, else the
 -- enabled prefix pattern with the longest prefix.  The rule is written once,
 -- in C (routes.c, route_match_rank), and _route_index() applies it here as
--- it does in the dispatcher and in claim().
+-- it does in the dispatcher and in claim().  Fan-out routes are not
+-- candidates: they are subscriptions, which get copies of their own at
+-- enqueue (their patterns are NULL here, which _route_index() skips).
 CREATE OR REPLACE FUNCTION txoutbox.route_for(topic text)
 RETURNS txoutbox.routes
 LANGUAGE sql STABLE
@@ -130,7 +254,9 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT r.*
       FROM (SELECT pg_catalog.array_agg(rt.id ORDER BY rt.id) AS ids,
-                   pg_catalog.array_agg(rt.topic_pattern ORDER BY rt.id) AS patterns
+                   pg_catalog.array_agg(CASE WHEN rt.config OPERATOR(pg_catalog.->) 'fanout'
+                                                  OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb
+                                             THEN NULL ELSE rt.topic_pattern END ORDER BY rt.id) AS patterns
               FROM txoutbox.routes rt WHERE rt.enabled) a
       JOIN txoutbox.routes r
         ON r.id OPERATOR(pg_catalog.=) a.ids[txoutbox._route_index(route_for.topic, a.patterns)]
@@ -185,7 +311,9 @@ REVOKE ALL ON FUNCTION txoutbox.resume_route(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION txoutbox._route_health() FROM PUBLIC;
 REVOKE ALL ON txoutbox.route_health FROM PUBLIC;
 
--- The stats view finds a topic's route with _route_index(), the matcher in C.
+-- The stats view finds a topic's route with _route_index(), the matcher in C,
+-- per topic, status and route: a fan-out copy counts on its own route's row
+-- (one row per destination).
 CREATE OR REPLACE VIEW txoutbox.stats AS
 SELECT s.topic,
        s.status,
@@ -200,6 +328,8 @@ SELECT s.topic,
             THEN (SELECT pg_catalog.count(DISTINCT f.message_key)
                     FROM txoutbox.messages f
                    WHERE f.topic OPERATOR(pg_catalog.=) s.topic
+                     AND (f.route_id OPERATOR(pg_catalog.=) s.route_id
+                          OR (f.route_id IS NULL AND s.route_id IS NULL))
                      AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
             OR f.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
                      AND f.status OPERATOR(pg_catalog.=) 'failed'
@@ -207,19 +337,22 @@ SELECT s.topic,
                      AND NOT EXISTS (SELECT 1 FROM txoutbox.skipped_messages k
                                       WHERE k.id OPERATOR(pg_catalog.=) f.id))
             ELSE 0 END AS blocked_keys
-  FROM (SELECT m.topic, m.status, pg_catalog.count(*) AS messages,
+  FROM (SELECT m.topic, m.status, m.route_id, pg_catalog.count(*) AS messages,
                pg_catalog.min(m.created_at) AS oldest_created_at
           FROM txoutbox.messages m
          WHERE (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
             OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
-         GROUP BY m.topic, m.status) s
+         GROUP BY m.topic, m.status, m.route_id) s
   LEFT JOIN LATERAL (
         SELECT rt.id, rt.publisher, rt.config
           FROM (SELECT pg_catalog.array_agg(a.id ORDER BY a.id) AS ids,
-                       pg_catalog.array_agg(a.topic_pattern ORDER BY a.id) AS patterns
+                       pg_catalog.array_agg(CASE WHEN a.config OPERATOR(pg_catalog.->) 'fanout'
+                                                      OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb
+                                                 THEN NULL ELSE a.topic_pattern END ORDER BY a.id) AS patterns
                   FROM txoutbox.routes a WHERE a.enabled) e
           JOIN txoutbox.routes rt
-            ON rt.id OPERATOR(pg_catalog.=) e.ids[txoutbox._route_index(s.topic, e.patterns)]) r ON true;
+            ON rt.enabled
+           AND rt.id OPERATOR(pg_catalog.=) COALESCE(s.route_id, e.ids[txoutbox._route_index(s.topic, e.patterns)])) r ON true;
 
 -- Privileges ----------------------------------------------------------------
 
@@ -232,7 +365,8 @@ AS $$
     SELECT ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
                  'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
                  'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout',
-                 'txoutbox.breaker_failures', 'txoutbox.breaker_cooldown', 'txoutbox.breaker_max_cooldown']
+                 'txoutbox.breaker_failures', 'txoutbox.breaker_cooldown', 'txoutbox.breaker_max_cooldown',
+                 'txoutbox.cloudevents_source']
 $$;
 
 
@@ -245,7 +379,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE grant_set
         WHEN 'producer' THEN
-            ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
+            ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)',
                   'txoutbox.capture()']
         WHEN 'consumer' THEN
             ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
@@ -253,7 +387,8 @@ AS $$
                   'txoutbox.mark_failed(uuid,text,timestamptz,timestamptz,text)',
                   'txoutbox.get(uuid)',
                   'txoutbox.list(text,text,text,text,integer,uuid)',
-                  'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)']
+                  'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)',
+                  'txoutbox.destinations(uuid)']
     END
 $$;
 
@@ -295,7 +430,7 @@ $$;
 REVOKE ALL ON FUNCTION txoutbox._grant_set_functions(text) FROM PUBLIC;
 
 -- The roles that hold the admin set (they have add_route) or the consumer
--- set (claim) get this version's new function from grant_role(), run after
+-- set (claim) get this version's new functions from grant_role(), run after
 -- the update: say which (a WARNING: ALTER EXTENSION hides an update
 -- script's notices).
 DO $roles$
@@ -317,7 +452,7 @@ BEGIN
                AND a.grantee OPERATOR(pg_catalog.<>) 0
              GROUP BY a.grantee) r;
     IF roles IS NOT NULL THEN
-        RAISE WARNING 'txoutbox 0.2.0 adds txoutbox.notified_since() to the consumer and admin grant sets, and pause_route(), resume_route(), the route_health view and the breaker settings to the admin set'
+        RAISE WARNING 'txoutbox 0.2.0 adds txoutbox.notified_since() and destinations() to the consumer and admin grant sets, and pause_route(), resume_route(), the route_health view and the breaker and cloudevents_source settings to the admin set'
             USING DETAIL = pg_catalog.format('Roles holding those sets: %s.', roles),
                   HINT = 'Run SELECT txoutbox.grant_role(role, set) for each of them after the update.';
     END IF;

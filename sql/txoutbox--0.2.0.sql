@@ -52,6 +52,13 @@ CREATE TABLE txoutbox.messages (
     published_at    timestamptz,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- fan-out: the fan-out route this copy goes to (NULL: the topic's route),
+    -- and the first copy's id, shared by every copy of the message
+    route_id        bigint,
+    fanout_of       uuid,
+    -- enqueue(idempotency_key => ...), enqueue(expires_at => ...)
+    idempotency_key text,
+    expires_at      timestamptz,
     CONSTRAINT messages_pkey PRIMARY KEY (id),
     CONSTRAINT messages_status_check CHECK (status OPERATOR(pg_catalog.=) ANY
         (ARRAY['pending', 'processing', 'retrying', 'succeeded', 'failed']::pg_catalog.text[])),
@@ -88,6 +95,20 @@ CREATE INDEX messages_key_order_idx ON txoutbox.messages (topic, message_key, id
 CREATE INDEX messages_published_idx ON txoutbox.messages (published_at, id)
     WHERE status OPERATOR(pg_catalog.=) 'succeeded';
 
+-- Idempotency keys: one message per topic, tenant and key, for as long as it
+-- is kept.  The first copy of a fanned-out message holds the key here (its
+-- other copies carry it too, for reading); a message without a tenant
+-- conflicts with another without one (NULLS NOT DISTINCT).  Messages without
+-- a key are not in it.
+CREATE UNIQUE INDEX messages_idempotency_idx ON txoutbox.messages (topic, tenant_id, idempotency_key)
+    NULLS NOT DISTINCT
+    WHERE idempotency_key IS NOT NULL
+      AND (fanout_of IS NULL OR fanout_of OPERATOR(pg_catalog.=) id);
+
+-- Fan-out: the copies of a message (destinations()).  Only copies are in it.
+CREATE INDEX messages_fanout_idx ON txoutbox.messages (fanout_of)
+    WHERE fanout_of IS NOT NULL;
+
 -- Failed messages an operator skipped with skip(): they no longer block
 -- their key on an ordered route.
 CREATE TABLE txoutbox.skipped_messages (
@@ -105,9 +126,13 @@ CREATE TABLE txoutbox.routes (
     enabled        boolean     NOT NULL DEFAULT true,
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     paused_at      timestamptz,
-    CONSTRAINT routes_pkey PRIMARY KEY (id),
-    CONSTRAINT routes_topic_pattern_key UNIQUE (topic_pattern)
+    CONSTRAINT routes_pkey PRIMARY KEY (id)
 );
+
+-- One ordinary route per pattern; fan-out routes ("fanout": true in their
+-- config: each one a subscription of its own) may share a pattern.
+CREATE UNIQUE INDEX routes_topic_pattern_key ON txoutbox.routes (topic_pattern)
+    WHERE NOT COALESCE(config OPERATOR(pg_catalog.->) 'fanout' OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb, false);
 
 COMMENT ON TABLE txoutbox.routes IS 'txoutbox routes: topic pattern (exact, or prefix ending in *) to publisher';
 
@@ -144,7 +169,9 @@ CREATE FUNCTION txoutbox.enqueue(
     tenant_id text DEFAULT NULL,
     org_id text DEFAULT NULL,
     available_at timestamptz DEFAULT NULL,
-    max_attempts integer DEFAULT NULL)
+    max_attempts integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL)
 RETURNS txoutbox.messages
     AS 'MODULE_PATHNAME', 'txoutbox_enqueue'
     LANGUAGE C VOLATILE
@@ -262,11 +289,43 @@ BEGIN
 END
 $$;
 
+-- The destinations of a message: every copy of the message that id is a
+-- copy of (one per fan-out route, and one for the topic's route), in id
+-- order, each with its own status; a message that was not fanned out is its
+-- own only destination.  Scoped to a bound tenant like get().
+CREATE FUNCTION txoutbox.destinations(id uuid)
+RETURNS SETOF txoutbox.messages
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    head uuid;
+BEGIN
+    IF destinations.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT COALESCE(m.fanout_of, m.id) INTO head FROM txoutbox.messages m
+     WHERE m.id OPERATOR(pg_catalog.=) destinations.id
+       AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % does not exist', destinations.id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY
+        SELECT m.* FROM txoutbox.messages m
+         WHERE (m.fanout_of OPERATOR(pg_catalog.=) head OR m.id OPERATOR(pg_catalog.=) head)
+           AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
+            OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
+         ORDER BY m.id;
+END
+$$;
+
 -- Catching up after a reconnect: NOTIFY keeps nothing for a session that is
 -- not listening, so a listener reads what it missed here.  The succeeded
 -- messages whose topic goes to a notify route now (the most specific
--- enabled match, as route_for(); on that channel when given), published at
--- since or later, in publish order: published_at, then id.  Page on with
+-- enabled match, as route_for(); for a fan-out copy, its own route, when
+-- enabled; on that channel when given), published at since or later, in
+-- publish order: published_at, then id.  Page on with
 -- since => the last row's published_at and after_id => its id.  Scoped to a
 -- bound tenant like list().
 CREATE FUNCTION txoutbox.notified_since(
@@ -315,7 +374,10 @@ BEGIN
     -- values: a recent since walks the end of messages_published_idx.
     RETURN QUERY EXECUTE pg_catalog.format($q$
         SELECT m.* FROM txoutbox.messages m
-         CROSS JOIN LATERAL txoutbox.route_for(m.topic) r
+         CROSS JOIN LATERAL (SELECT f.* FROM txoutbox.routes f
+                              WHERE f.id OPERATOR(pg_catalog.=) m.route_id AND f.enabled
+                             UNION ALL
+                             SELECT t.* FROM txoutbox.route_for(m.topic) t WHERE m.route_id IS NULL) r
          WHERE m.status OPERATOR(pg_catalog.=) 'succeeded'
            AND ROW(m.published_at, m.id) %s ROW($1, $2)
            AND r.publisher OPERATOR(pg_catalog.=) 'notify'
@@ -401,10 +463,26 @@ BEGIN
 END
 $$;
 
+-- enqueue() keeps the routes it fans out to in each backend (fanout.c).
+-- Every statement that writes txoutbox.routes invalidates that cache, in
+-- this transaction at once and in every other backend when it commits (a
+-- relcache invalidation of txoutbox.routes, transactional like a catalog
+-- change's).
+CREATE FUNCTION txoutbox._routes_changed()
+RETURNS trigger
+    AS 'MODULE_PATHNAME', 'txoutbox_routes_changed'
+    LANGUAGE C;
+
+CREATE TRIGGER routes_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON txoutbox.routes
+    FOR EACH STATEMENT EXECUTE FUNCTION txoutbox._routes_changed();
+
 -- The route a topic is published through: the enabled exact match, else the
 -- enabled prefix pattern with the longest prefix.  The rule is written once,
 -- in C (routes.c, route_match_rank), and _route_index() applies it here as
--- it does in the dispatcher and in claim().
+-- it does in the dispatcher and in claim().  Fan-out routes are not
+-- candidates: they are subscriptions, which get copies of their own at
+-- enqueue (their patterns are NULL here, which _route_index() skips).
 CREATE FUNCTION txoutbox.route_for(topic text)
 RETURNS txoutbox.routes
 LANGUAGE sql STABLE
@@ -412,7 +490,9 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT r.*
       FROM (SELECT pg_catalog.array_agg(rt.id ORDER BY rt.id) AS ids,
-                   pg_catalog.array_agg(rt.topic_pattern ORDER BY rt.id) AS patterns
+                   pg_catalog.array_agg(CASE WHEN rt.config OPERATOR(pg_catalog.->) 'fanout'
+                                                  OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb
+                                             THEN NULL ELSE rt.topic_pattern END ORDER BY rt.id) AS patterns
               FROM txoutbox.routes rt WHERE rt.enabled) a
       JOIN txoutbox.routes r
         ON r.id OPERATOR(pg_catalog.=) a.ids[txoutbox._route_index(route_for.topic, a.patterns)]
@@ -518,10 +598,12 @@ BEGIN
 END
 $$;
 
--- Per topic and status: how many messages, the age of the oldest, and the
--- route (publisher is NULL and unrouted is true when no enabled route matches).
--- blocked_keys: on an ordered route, the keys a failed (not skipped) message
--- holds up, counted on the topic's failed row.
+-- Per topic, status and route: how many messages, the age of the oldest, and
+-- the route (publisher is NULL and unrouted is true when no enabled route
+-- matches).  A fan-out copy counts on its own route's row, whatever the
+-- topic's route is: one row per destination.  blocked_keys: on an ordered
+-- route, the keys a failed (not skipped) message holds up, counted on the
+-- failed row of the topic and route.
 CREATE VIEW txoutbox.stats AS
 SELECT s.topic,
        s.status,
@@ -536,6 +618,8 @@ SELECT s.topic,
             THEN (SELECT pg_catalog.count(DISTINCT f.message_key)
                     FROM txoutbox.messages f
                    WHERE f.topic OPERATOR(pg_catalog.=) s.topic
+                     AND (f.route_id OPERATOR(pg_catalog.=) s.route_id
+                          OR (f.route_id IS NULL AND s.route_id IS NULL))
                      AND (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
             OR f.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
                      AND f.status OPERATOR(pg_catalog.=) 'failed'
@@ -543,19 +627,22 @@ SELECT s.topic,
                      AND NOT EXISTS (SELECT 1 FROM txoutbox.skipped_messages k
                                       WHERE k.id OPERATOR(pg_catalog.=) f.id))
             ELSE 0 END AS blocked_keys
-  FROM (SELECT m.topic, m.status, pg_catalog.count(*) AS messages,
+  FROM (SELECT m.topic, m.status, m.route_id, pg_catalog.count(*) AS messages,
                pg_catalog.min(m.created_at) AS oldest_created_at
           FROM txoutbox.messages m
          WHERE (COALESCE(pg_catalog.current_setting('txoutbox.tenant_id', true), '') OPERATOR(pg_catalog.=) ''
             OR m.tenant_id OPERATOR(pg_catalog.=) pg_catalog.current_setting('txoutbox.tenant_id', true))
-         GROUP BY m.topic, m.status) s
+         GROUP BY m.topic, m.status, m.route_id) s
   LEFT JOIN LATERAL (
         SELECT rt.id, rt.publisher, rt.config
           FROM (SELECT pg_catalog.array_agg(a.id ORDER BY a.id) AS ids,
-                       pg_catalog.array_agg(a.topic_pattern ORDER BY a.id) AS patterns
+                       pg_catalog.array_agg(CASE WHEN a.config OPERATOR(pg_catalog.->) 'fanout'
+                                                      OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb
+                                                 THEN NULL ELSE a.topic_pattern END ORDER BY a.id) AS patterns
                   FROM txoutbox.routes a WHERE a.enabled) e
           JOIN txoutbox.routes rt
-            ON rt.id OPERATOR(pg_catalog.=) e.ids[txoutbox._route_index(s.topic, e.patterns)]) r ON true;
+            ON rt.enabled
+           AND rt.id OPERATOR(pg_catalog.=) COALESCE(s.route_id, e.ids[txoutbox._route_index(s.topic, e.patterns)])) r ON true;
 
 -- Tenant isolation for direct table access ---------------------------------------
 -- Every function above already limits a session bound to a tenant (the
@@ -591,7 +678,8 @@ $$;
 -- Privileges ----------------------------------------------------------------------
 -- Nothing is granted to PUBLIC.  Three grant sets, given with grant_role():
 --   producer: enqueue (and capture() for change-capture triggers)
---   consumer: claim, mark_succeeded, mark_failed, get, list, notified_since
+--   consumer: claim, mark_succeeded, mark_failed, get, list, notified_since,
+--             destinations
 --   admin:    everything: routes, replay, skip, purge, dispatch, stats,
 --             worker_status, tenant isolation, and SET / ALTER SYSTEM on the
 --             tuning settings (not database, workers, tenant_id,
@@ -615,7 +703,8 @@ AS $$
     SELECT ARRAY['txoutbox.batch_size', 'txoutbox.poll_interval', 'txoutbox.lock_timeout',
                  'txoutbox.max_attempts', 'txoutbox.retry_base_delay', 'txoutbox.retry_max_delay',
                  'txoutbox.retention', 'txoutbox.http_max_concurrency', 'txoutbox.http_timeout',
-                 'txoutbox.breaker_failures', 'txoutbox.breaker_cooldown', 'txoutbox.breaker_max_cooldown']
+                 'txoutbox.breaker_failures', 'txoutbox.breaker_cooldown', 'txoutbox.breaker_max_cooldown',
+                 'txoutbox.cloudevents_source']
 $$;
 
 -- grant_role and revoke_role: only the extension's owner (or a superuser).
@@ -644,7 +733,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE grant_set
         WHEN 'producer' THEN
-            ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)',
+            ARRAY['txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)',
                   'txoutbox.capture()']
         WHEN 'consumer' THEN
             ARRAY['txoutbox.claim(text,integer,text,timestamptz,timestamptz)',
@@ -652,7 +741,8 @@ AS $$
                   'txoutbox.mark_failed(uuid,text,timestamptz,timestamptz,text)',
                   'txoutbox.get(uuid)',
                   'txoutbox.list(text,text,text,text,integer,uuid)',
-                  'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)']
+                  'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)',
+                  'txoutbox.destinations(uuid)']
     END
 $$;
 

@@ -156,17 +156,50 @@ SELECT last_value = :'seq_last' AND is_called = :'seq_called' AS route_ids_go_on
 SELECT topic, status, messages, publisher, unrouted, blocked_keys
   FROM txoutbox.stats ORDER BY topic, status;
 
--- The grant sets are kept; the consumer and admin sets' new function comes
--- with grant_role() (the update's WARNING above named the roles).
-SELECT r AS role, has_function_privilege(r, 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer)', 'EXECUTE') AS enqueue,
+-- The grant sets are kept (enqueue, with two more arguments, is the same
+-- function); the consumer and admin sets' new functions come with
+-- grant_role() (the update's WARNING above named the roles).
+SELECT r AS role, has_function_privilege(r, 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)', 'EXECUTE') AS enqueue,
        has_function_privilege(r, 'txoutbox.claim(text,integer,text,timestamptz,timestamptz)', 'EXECUTE') AS claim,
        has_function_privilege(r, 'txoutbox.add_route(text,text,jsonb)', 'EXECUTE') AS add_route,
        has_function_privilege(r, 'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)', 'EXECUTE') AS notified_since
   FROM unnest(ARRAY['txo_up_producer', 'txo_up_consumer', 'txo_up_admin']) r;
 SELECT txoutbox.grant_role('txo_up_consumer', 'consumer');
 SELECT txoutbox.grant_role('txo_up_admin', 'admin');
-SELECT r AS role, has_function_privilege(r, 'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)', 'EXECUTE') AS notified_since
+SELECT r AS role, has_function_privilege(r, 'txoutbox.notified_since(timestamptz,text,text,text,text,integer,uuid)', 'EXECUTE') AS notified_since,
+       has_function_privilege(r, 'txoutbox.destinations(uuid)', 'EXECUTE') AS destinations
   FROM unnest(ARRAY['txo_up_producer', 'txo_up_consumer', 'txo_up_admin']) r;
+-- the grants on enqueue are still changes after the install (pg_dump dumps
+-- them): its initial privileges are a fresh install's, the owner's alone
+SELECT pg_catalog.array_length(ip.initprivs, 1) AS initial_privileges,
+       (SELECT count(*) FROM aclexplode(p.proacl) a WHERE a.grantee <> p.proowner) AS granted_since
+  FROM pg_init_privs ip JOIN pg_proc p ON p.oid = ip.objoid
+ WHERE ip.objoid = 'txoutbox.enqueue(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::regprocedure;
+-- the producer enqueues through the new function, with its new arguments
+SET ROLE txo_up_producer;
+SELECT topic, idempotency_key, expires_at FROM txoutbox.enqueue('up.by_producer', '{}', idempotency_key => 'p1',
+                                                                expires_at => '2100-01-01 00:00:00+00');
+RESET ROLE;
+
+-- The four columns of 0.2.0 are NULL for every message made at 0.1.0
+SELECT count(*) AS messages_of_0_1_0,
+       count(*) FILTER (WHERE route_id IS NULL AND fanout_of IS NULL AND idempotency_key IS NULL
+                          AND expires_at IS NULL) AS with_null_new_columns
+  FROM txoutbox.messages WHERE topic <> 'up.by_producer';
+-- A second ordinary route with an existing pattern is refused as before;
+-- a fan-out route may share it, and gets a copy of what is enqueued next
+SELECT pg_temp.try($$SELECT txoutbox.add_route('up.notify.*', 'notify')$$);
+SELECT topic_pattern, config FROM txoutbox.add_route('up.notify.*', 'notify', '{"fanout": true, "channel": "txo_up_fanout"}');
+SELECT id AS fanned_id FROM txoutbox.enqueue('up.notify.fanned', '{"n": "fanned"}') \gset
+SELECT count(*) AS copies, count(DISTINCT d.fanout_of) AS messages,
+       count(*) FILTER (WHERE d.route_id IS NULL) AS for_the_topic_route
+  FROM txoutbox.destinations(:'fanned_id') d;
+-- an idempotency key taken at 0.2.0 returns its message
+SELECT count(DISTINCT e.id) AS one_message
+  FROM generate_series(1, 2) g,
+       txoutbox.enqueue('up.keyed', '{"n": "keyed"}', idempotency_key => 'k' || left(g::text, 0)) e;
+DELETE FROM txoutbox.messages WHERE topic IN ('up.by_producer', 'up.notify.fanned', 'up.keyed');
+DELETE FROM txoutbox.routes WHERE config ? 'fanout';
 
 -- pg_dump now keeps the tables' rows (and where route ids go on)
 SELECT unnest(extconfig)::regclass AS dumped_with_its_rows

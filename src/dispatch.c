@@ -9,6 +9,15 @@
  *	  and mark outcomes (counted in the routes' state as well).  Every function here runs in a
  *	  transaction, connected to SPI.
  *
+ * Expiry: a message whose expiry (its expires_at, or created_at plus its
+ * route's "ttl_ms", the earlier) has passed is not published.  The claim
+ * fails those it finds (outbox.c); here, a claimed message whose expiry
+ * passed before its publisher got it is failed "expired" unsent
+ * (dispatch_publish_in_transaction; netpub checks the network publishers'
+ * before it starts their requests), and a retry that would come at or
+ * after the expiry is made due at the expiry, when the claim fails it, or
+ * failed at once when that is past already.
+ *
  * Memory: what a round keeps is allocated in the memory context current
  * when the round started (the worker resets it every round); SPI results
  * are copied out before the next statement.
@@ -80,9 +89,20 @@ dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest
 	items = palloc0(sizeof(PublishItem) * n);
 	for (i = 0; i < n; i++)
 	{
-		items[i].msg = message_copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-											rowdesc, &stamp);
-		items[i].route = routes_match(routes, items[i].msg->topic);
+		OutboxMessage *m = message_copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+												rowdesc, &stamp);
+		OutboxRoute *r = routes_for_message(routes, m->topic, m->route_id);
+
+		/* the route's ttl_ms may make the expiry earlier */
+		if (r && r->policy.ttl_ms > 0)
+		{
+			TimestampTz ttl_end = TimestampTzPlusMilliseconds(m->created_at, r->policy.ttl_ms);
+
+			if (m->expires_at == 0 || ttl_end < m->expires_at)
+				m->expires_at = ttl_end;
+		}
+		items[i].msg = m;
+		items[i].route = r;
 		items[i].retry_after_ms = -1;
 	}
 	for (i = 0; i < n; i++)
@@ -114,23 +134,42 @@ publish_batch_body(void *arg)
 }
 
 /*
- * Publish a batch inside the current transaction.  An ERROR from the
- * publisher is caught (its subtransaction rolled back) and every item
- * becomes a retry with that reason; a query cancel goes on.
+ * Publish a batch inside the current transaction.  Items whose expiry has
+ * passed are not published: they are failed "expired".  An ERROR from the
+ * publisher is caught (its subtransaction rolled back) and every item it
+ * had becomes a retry with that reason; a query cancel goes on.
  */
 void
 dispatch_publish_in_transaction(PublishBatch *batch)
 {
+	PublishBatch live = {batch->publisher, palloc(sizeof(PublishItem) * Max(batch->n, 1)), 0};
+	int		   *from = palloc(sizeof(int) * Max(batch->n, 1));
+	TimestampTz now = GetCurrentTimestamp();
 	char	   *error = NULL;
 	int			i;
 
 	for (i = 0; i < batch->n; i++)
-		publisher_set_outcome(&batch->items[i], PUBLISH_RETRY, "%s publisher set no outcome",
+	{
+		PublishItem *it = &batch->items[i];
+
+		if (it->msg->expires_at != 0 && now >= it->msg->expires_at)
+		{
+			publisher_set_expired(it);
+			continue;
+		}
+		publisher_set_outcome(it, PUBLISH_RETRY, "%s publisher set no outcome",
 							  batch->publisher->name);
-	if (!try_in_subtransaction(publish_batch_body, batch, &error, NULL))
-		for (i = 0; i < batch->n; i++)
-			publisher_set_outcome(&batch->items[i], PUBLISH_RETRY, "%s publisher failed: %s",
+		from[live.n] = i;
+		live.items[live.n++] = *it;
+	}
+	if (live.n > 0 && !try_in_subtransaction(publish_batch_body, &live, &error, NULL))
+		for (i = 0; i < live.n; i++)
+			publisher_set_outcome(&live.items[i], PUBLISH_RETRY, "%s publisher failed: %s",
 								  batch->publisher->name, error);
+	for (i = 0; i < live.n; i++)
+		batch->items[from[i]] = live.items[i];
+	pfree(live.items);
+	pfree(from);
 }
 
 /* Messages with no usable route: retried later, with the reason. */
@@ -236,6 +275,8 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 	Datum	   *max_att = palloc(sizeof(Datum) * cap);
 	bool	   *max_null = palloc(sizeof(bool) * cap);
 	Datum	   *not_sent = palloc(sizeof(Datum) * cap);
+	Datum	   *expired = palloc(sizeof(Datum) * cap);
+	bool	   *reason_null = palloc(sizeof(bool) * cap);
 	int			nok = 0,
 				nbad = 0,
 				i;
@@ -254,10 +295,13 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 	{
 		const PublishItem *it = &b->items[i];
 		const RoutePolicy *policy = it->route ? &it->route->policy : NULL;
+		TimestampTz expires_at = it->msg->expires_at;
+		bool		is_expired = it->expired;
 
 		if (it->outcome == PUBLISH_IN_FLIGHT)
 			continue;			/* marked when collected */
-		route_state_record(it);
+		if (!is_expired)
+			route_state_record(it); /* an expiry says nothing of the route */
 		if (it->outcome == PUBLISH_SUCCEEDED)
 		{
 			ok_ids[nok++] = UUIDPGetDatum(&it->msg->id);
@@ -266,13 +310,29 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		bad_ids[nbad] = UUIDPGetDatum(&it->msg->id);
 		max_null[nbad] = (policy == NULL || policy->max_attempts <= 0);
 		max_att[nbad] = Int32GetDatum(max_null[nbad] ? 0 : policy->max_attempts);
-		reasons[nbad] = CStringGetTextDatum(it->error ? it->error : "unknown error");
 		not_sent[nbad] = BoolGetDatum(it->not_sent && it->outcome == PUBLISH_RETRY);
 		next_null[nbad] = (it->outcome == PUBLISH_FAILED);
 		/* only dispatch()'s retry_delay can go that far (checked then) */
 		next_at[nbad] = next_null[nbad] ? (Datum) 0 :
 			TimestampTzGetDatum(outbox_time_plus_us(now, retry_delay(it, opts) * 1000,
 													"now + retry_delay"));
+		/* a retry at or after the expiry: due at the expiry, or failed now */
+		if (!next_null[nbad] && expires_at != 0 &&
+			DatumGetTimestampTz(next_at[nbad]) >= expires_at)
+		{
+			if (expires_at <= now)
+			{
+				is_expired = true;
+				next_null[nbad] = true;
+				next_at[nbad] = (Datum) 0;
+			}
+			else
+				next_at[nbad] = TimestampTzGetDatum(expires_at);
+		}
+		expired[nbad] = BoolGetDatum(is_expired);
+		reason_null[nbad] = is_expired && it->error == NULL;
+		reasons[nbad] = reason_null[nbad] ? (Datum) 0 :
+			CStringGetTextDatum(it->error ? it->error : "unknown error");
 		if (it->error)
 			strlcpy(counts->last_error, it->error, TXOUTBOX_ERROR_LEN);
 		nbad++;
@@ -289,12 +349,14 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 
 		retried = outbox_mark_failed_many(
 										  id_array(bad_ids, nbad),
-										  PointerGetDatum(construct_array(reasons, nbad, TEXTOID, -1, false, TYPALIGN_INT)),
+										  PointerGetDatum(construct_md_array(reasons, reason_null, 1, dims, lbs,
+																			 TEXTOID, -1, false, TYPALIGN_INT)),
 										  PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
 																			 TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
 										  PointerGetDatum(construct_md_array(max_att, max_null, 1, dims, lbs,
 																			 INT4OID, 4, true, TYPALIGN_INT)),
 										  PointerGetDatum(construct_array(not_sent, nbad, BOOLOID, 1, true, TYPALIGN_CHAR)),
+										  PointerGetDatum(construct_array(expired, nbad, BOOLOID, 1, true, TYPALIGN_CHAR)),
 										  opts->consumer, now, by_lock);
 		counts->retried += retried;
 		counts->failed += (int) SPI_processed - retried;

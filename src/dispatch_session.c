@@ -41,7 +41,7 @@ session_round(const DispatchOptions *opts, DispatchCounts *counts)
 	dispatch_counts_init(counts);
 	SPI_connect();
 	routes_load(&routes, CurrentMemoryContext);
-	if (opts->topic != NULL && routes_match(&routes, opts->topic) == NULL)
+	if (opts->topic != NULL && !routes_any_match(&routes, opts->topic))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("publisher not configured for topic \"%s\"", opts->topic),
@@ -57,6 +57,7 @@ session_round(const DispatchOptions *opts, DispatchCounts *counts)
 		TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
 	req.route_exact = routes.exact;
 	req.route_prefixes = routes.prefixes;
+	req.fanout_ids = routes.fanout_ids;
 	req.tenant = settings_bound_tenant();
 	req.scan_from = DT_NOBEGIN;
 

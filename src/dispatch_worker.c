@@ -198,12 +198,13 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.lock_until = TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
 	req.route_exact = routes.exact;
 	req.route_prefixes = routes.prefixes;
+	req.fanout_ids = routes.fanout_ids;
 	req.only_ids = opts->only_ids;
 	req.scan_from = DT_NOBEGIN;
 	if (opts->only_ids != (Datum) 0)
 		outbox_release_leases(opts->only_ids, opts->consumer, now);	/* ours: claim them again */
 	if (routes.n > 0 && opts->only_ids == (Datum) 0)
-		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes);
+		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes, routes.all_fanout_ids);
 
 	dispatch_claim(opts, &routes, &req, &round, round_cxt);
 	network = MemoryContextAlloc(round_cxt, sizeof(PublishBatch) * Max(round.nbatches, 1));
@@ -243,7 +244,7 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 		else
 			after_lease[nafter++] = *batch;
 	}
-	counts->next_due = outbox_next_due(routes.exact, routes.prefixes);
+	counts->next_due = outbox_next_due(routes.exact, routes.prefixes, routes.fanout_ids);
 	if (routes.next_unblock != 0 && routes.next_unblock < counts->next_due)
 		counts->next_due = routes.next_unblock;
 	worker_xact_commit(round_cxt);

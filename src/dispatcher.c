@@ -201,7 +201,8 @@ take_back_leases(DispatcherState *st)
 		bool		isnull;
 		Datum		id = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
 		char	   *topic = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
-		OutboxRoute *r = routes_match(&routes, topic);
+		Datum		route_id = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
+		OutboxRoute *r = routes_for_message(&routes, topic, isnull ? 0 : DatumGetInt64(route_id));
 
 		if (r && !r->broken && r->publisher->kind == PUBLISHER_AFTER_LEASE)
 			st->suspects[st->nsuspects++] = *DatumGetUUIDP(id);

@@ -26,7 +26,7 @@ typedef struct HttpRoute
 	char	   *url;			/* normalised by curl_url */
 	const char *method;			/* POST, PUT or PATCH */
 	int			timeout_ms;		/* 0: txoutbox.http_timeout */
-	PublishBody body;			/* payload or envelope */
+	PublishBody body;			/* payload, envelope or cloudevents */
 	uint8	   *key;			/* decoded secret, or NULL */
 	int			keylen;
 	int			nheaders;

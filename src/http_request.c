@@ -2,7 +2,8 @@
  *
  * http_request.c
  *	  The webhook request of a message: its body (the payload, or the
- *	  envelope with "body": "envelope") and its headers, signed the Standard
+ *	  envelope with "body": "envelope", or a CloudEvent with "body":
+ *	  "cloudevents", sent as application/cloudevents+json) and its headers, signed the Standard
  *	  Webhooks way (webhook-id, webhook-timestamp, webhook-signature: v1,
  *	  base64 HMAC-SHA256 of "id.timestamp.body" with the route's secret).
  *
@@ -183,7 +184,7 @@ http_request_prepare(NetRequest *req, const PublishItem *item)
 	r->body_len = body.len;
 
 	snprintf(ts, sizeof(ts), "%lld", (long long) time(NULL));
-	header_set(&h, "Content-Type", "application/json");
+	header_set(&h, "Content-Type", publisher_body_content_type(route->body));
 	header_set(&h, "User-Agent", HTTP_USER_AGENT);
 	header_set(&h, "webhook-id", req->msg.id_str);
 	header_set(&h, "webhook-timestamp", pstrdup(ts));

@@ -93,6 +93,7 @@ oldest_writer_start(void)
 	return oldest;
 }
 
+/* A hash of an array's bytes (of any element type), 0 for none. */
 static uint32
 hash_text_array(Datum a)
 {
@@ -105,10 +106,11 @@ hash_text_array(Datum a)
 /*
  * The claim scan's start for this round (see the file header): DT_NOBEGIN
  * or a mark.  Call at the start of the round's transaction, connected to
- * SPI, before its claim; route_exact/route_prefixes: every enabled route.
+ * SPI, before its claim; route_exact/route_prefixes/fanout_ids: every
+ * enabled route.
  */
 TimestampTz
-low_water_mark(Datum route_exact, Datum route_prefixes)
+low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids)
 {
 	TimestampTz clock;
 	TimestampTz writers;
@@ -123,7 +125,9 @@ low_water_mark(Datum route_exact, Datum route_prefixes)
 
 	clock = GetCurrentTimestamp();
 	generation = pg_atomic_read_u64(&txoutbox_shared->rescan_generation);
-	routes_hash = hash_combine(hash_text_array(route_exact), hash_text_array(route_prefixes));
+	routes_hash = hash_combine(hash_combine(hash_text_array(route_exact),
+											hash_text_array(route_prefixes)),
+							   hash_text_array(fanout_ids));
 	full = low_water.mark == 0 ||
 		generation != low_water.rescan_seen ||
 		routes_hash != low_water.routes_hash ||
@@ -133,7 +137,7 @@ low_water_mark(Datum route_exact, Datum route_prefixes)
 
 	writers = oldest_writer_start();
 	first = outbox_first_unfinished(full ? DT_NOBEGIN : low_water.mark,
-									route_exact, route_prefixes);
+									route_exact, route_prefixes, fanout_ids);
 	if (full)
 	{
 		low_water.rescan_seen = generation;

@@ -10,6 +10,6 @@
 
 #include "datatype/timestamp.h"
 
-extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes);
+extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids);
 
 #endif							/* TXOUTBOX_LOW_WATER_H */

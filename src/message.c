@@ -68,6 +68,8 @@ message_copy_claimed(HeapTuple tup, TupleDesc tupdesc, TupleDesc rowdesc,
 	m->attempt_count = DatumGetInt32(values[COL(attempt_count)]) + 1;
 	m->max_attempts = DatumGetInt32(values[COL(max_attempts)]);
 	m->created_at = DatumGetTimestampTz(values[COL(created_at)]);
+	m->route_id = nulls[COL(route_id)] ? 0 : DatumGetInt64(values[COL(route_id)]);
+	m->expires_at = nulls[COL(expires_at)] ? 0 : DatumGetTimestampTz(values[COL(expires_at)]);
 	m->lease_until = stamp->lock_until;
 
 	values[COL(status)] = CStringGetTextDatum("processing");

@@ -37,14 +37,22 @@
 #define Anum_messages_published_at		16
 #define Anum_messages_created_at		17
 #define Anum_messages_updated_at		18
+/* 0.2.0 */
+#define Anum_messages_route_id			19
+#define Anum_messages_fanout_of			20
+#define Anum_messages_idempotency_key	21
+#define Anum_messages_expires_at		22
 
-#define Natts_messages					18
+#define Natts_messages					22
+#define Natts_messages_0_1_0			18	/* a database not updated yet */
 
 /* The columns in Anum order, for SELECT and RETURNING lists. */
-#define MESSAGE_COLUMNS \
+#define MESSAGE_COLUMNS_0_1_0 \
 	"id, tenant_id, org_id, topic, message_key, payload, headers, " \
 	"correlation_id, status, attempt_count, max_attempts, last_error, " \
 	"available_at, locked_at, locked_by, published_at, created_at, updated_at"
+#define MESSAGE_COLUMNS \
+	MESSAGE_COLUMNS_0_1_0 ", route_id, fanout_of, idempotency_key, expires_at"
 
 /* A claimed message, copied out of SPI into the round's memory context. */
 typedef struct OutboxMessage
@@ -61,6 +69,10 @@ typedef struct OutboxMessage
 	int32		attempt_count;	/* this attempt's number */
 	int32		max_attempts;
 	TimestampTz created_at;
+	int64		route_id;		/* the fan-out route of a copy; 0: the topic's */
+	TimestampTz expires_at;		/* not published after this (its own expiry
+								 * or its route's ttl_ms, the earlier); 0:
+								 * never */
 	TimestampTz lease_until;	/* when its claim's lease ends (publishers
 								 * outside the transaction must be done by
 								 * then) */

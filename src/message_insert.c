@@ -30,6 +30,17 @@
  *	  outlives the transaction that prepared it, nor the definition of a
  *	  function it uses, as an INSERT's, prepared per statement, does not.
  *
+ * Idempotency keys: the first row of an enqueue with a key is inserted the
+ * way INSERT ... ON CONFLICT DO NOTHING inserts (a speculative insertion
+ * with messages_idempotency_idx as the arbiter): look for a conflicting
+ * row, waiting for the transactions writing one; none: insert the heap
+ * tuple under a speculative token, then the index entries; a conflict that
+ * came meanwhile kills the tuple (the other transaction wins) and we look
+ * again.  A conflicting row is returned instead of inserting; at
+ * REPEATABLE READ and above it must be visible to the transaction's
+ * snapshot (or be its own), else the serialization failure of ON CONFLICT
+ * (40001) is raised.
+ *
  * The fast path is only taken when it does exactly what the INSERT would:
  * a heap table with the expected columns and types, no triggers, no rules,
  * no defaults on the columns we leave null, no generated columns, only
@@ -47,6 +58,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/sysattr.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -58,12 +70,14 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "message.h"
@@ -95,6 +109,10 @@ static const struct
 	COLUMN(published_at, TIMESTAMPTZOID, true),
 	COLUMN(created_at, TIMESTAMPTZOID, false),
 	COLUMN(updated_at, TIMESTAMPTZOID, false),
+	COLUMN(route_id, INT8OID, false),
+	COLUMN(fanout_of, UUIDOID, false),
+	COLUMN(idempotency_key, TEXTOID, false),
+	COLUMN(expires_at, TIMESTAMPTZOID, false),
 };
 #undef COLUMN
 
@@ -109,6 +127,7 @@ typedef struct InsertCache
 	int			nindexes;
 	Oid		   *index_oids;
 	IndexInfo **index_info;		/* never changed by a call (see InsertState) */
+	List	   *key_arbiter;	/* messages_idempotency_idx's OID, or NIL */
 } InsertCache;
 
 /* What one transaction prepares (see the file header). */
@@ -280,6 +299,13 @@ build_cache(Relation rel)
 				c->usable = false;
 			c->index_oids[i] = lfirst_oid(lc);
 			c->index_info[i] = BuildIndexInfo(index);
+			if (strcmp(RelationGetRelationName(index), "messages_idempotency_idx") == 0 &&
+				index->rd_index->indisunique && index->rd_index->indimmediate)
+			{
+				/* what an ON CONFLICT arbiter needs (ExecOpenIndices) */
+				BuildSpeculativeIndexInfo(index, c->index_info[i]);
+				c->key_arbiter = list_make1_oid(lfirst_oid(lc));
+			}
 			index_close(index, NoLock);
 			i++;
 		}
@@ -335,22 +361,67 @@ get_state(InsertCache *c, Relation rel)
 }
 
 /*
+ * The row an idempotency key conflicted with (at conflict_tid) as a
+ * composite datum in the caller's memory context (via cxt, a context of
+ * the transaction), checked visible as ON CONFLICT DO NOTHING checks it.
+ */
+static Datum
+existing_row(Relation rel, ItemPointer conflict_tid, MemoryContext caller)
+{
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	HeapTuple	tuple;
+	bool		should_free;
+	Datum		row;
+	MemoryContext old;
+
+	if (!table_tuple_fetch_row_version(rel, conflict_tid, SnapshotAny, slot))
+		elog(ERROR, "txoutbox: the message an idempotency key conflicted with is gone");
+	if (IsolationUsesXactSnapshot() &&
+		!table_tuple_satisfies_snapshot(rel, slot, GetActiveSnapshot()))
+	{
+		bool		isnull;
+		TransactionId xmin = DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber,
+																   &isnull));
+
+		if (!TransactionIdIsCurrentTransactionId(xmin))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update"),
+					 errdetail("A message with this idempotency key was enqueued by a transaction this one cannot see.")));
+	}
+	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+	old = MemoryContextSwitchTo(caller);
+	row = heap_copy_tuple_as_datum(tuple, RelationGetDescr(rel));
+	MemoryContextSwitchTo(old);
+	if (should_free)
+		heap_freetuple(tuple);
+	ExecDropSingleTupleTableSlot(slot);
+	return row;
+}
+
+/*
  * Insert the message row (values/isnull in the table's column order) and
  * set *result to it as a composite datum, in the caller's memory context.
- * Returns false, having done nothing, when the fast path does not apply.
+ * With check_key (the row has an idempotency key and is the first of its
+ * message), a message already holding the key is not inserted: *result is
+ * that message's row, and MESSAGE_INSERT_EXISTS is returned (see the file
+ * header).  Returns MESSAGE_INSERT_NOT_FAST, having done nothing, when the
+ * fast path does not apply.
  */
-bool
-message_insert(Datum *values, bool *isnull, Datum *result)
+MessageInsertResult
+message_insert(Datum *values, bool *isnull, bool check_key, Datum *result)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	InsertCache *c;
 	InsertState *st;
 	Oid			relid;
 	Relation	rel;
 	HeapTuple	tuple;
 	TupleTableSlot *slot;
+	MessageInsertResult outcome = MESSAGE_INSERTED;
 
 	if (cache_in_use)
-		return false;			/* called from within a call (say, a CHECK) */
+		return MESSAGE_INSERT_NOT_FAST; /* called from within a call (say, a CHECK) */
 	if (!callbacks_registered)
 	{
 		CacheRegisterRelcacheCallback(messages_relcache_callback, (Datum) 0);
@@ -365,7 +436,7 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 							 RowExclusiveLock, false);
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK ||
 		check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED)
-		return false;			/* the INSERT reports or applies them */
+		return MESSAGE_INSERT_NOT_FAST; /* the INSERT reports or applies them */
 	PreventCommandIfReadOnly("INSERT");
 
 	rel = table_open(relid, NoLock);
@@ -378,10 +449,10 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 		cache = build_cache(rel);
 	}
 	c = cache;
-	if (!c->usable)
+	if (!c->usable || (check_key && c->key_arbiter == NIL))
 	{
 		table_close(rel, NoLock);
-		return false;
+		return MESSAGE_INSERT_NOT_FAST;
 	}
 	st = get_state(c, rel);
 
@@ -397,14 +468,51 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 
 	if (rel->rd_att->constr)
 		ExecConstraints(st->rri, slot, st->estate);
-	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
-	if (c->nindexes > 0)
+	if (!check_key)
 	{
-		/* checks to queue for later: none, with no deferrable index */
-		List	   *recheck = compat_insert_index_tuples(st->rri, slot, st->estate);
+		table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
+		if (c->nindexes > 0)
+		{
+			/* checks to queue for later: none, with no deferrable index */
+			List	   *recheck = compat_insert_index_tuples(st->rri, slot, st->estate);
 
-		if (recheck != NIL)
-			elog(ERROR, "txoutbox: enqueue's insert has deferred constraint checks to queue");
+			if (recheck != NIL)
+				elog(ERROR, "txoutbox: enqueue's insert has deferred constraint checks to queue");
+		}
+	}
+	else
+	{
+		/* INSERT ... ON CONFLICT DO NOTHING's protocol (see the file header) */
+		for (;;)
+		{
+			ItemPointerData conflict_tid;
+			uint32		token;
+			bool		conflict = false;
+			List	   *recheck;
+
+			if (!compat_check_index_constraints(st->rri, slot, st->estate, &conflict_tid,
+												c->key_arbiter))
+			{
+				*result = existing_row(rel, &conflict_tid, caller);
+				outcome = MESSAGE_INSERT_EXISTS;
+				break;
+			}
+			token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+			table_tuple_insert_speculative(rel, slot, GetCurrentCommandId(true), 0, NULL, token);
+			recheck = compat_insert_index_tuples_speculative(st->rri, slot, st->estate,
+															  &conflict, c->key_arbiter);
+			table_tuple_complete_speculative(rel, slot, token, !conflict);
+			SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+			if (!conflict)
+			{
+				if (recheck != NIL)
+					elog(ERROR, "txoutbox: enqueue's insert has deferred constraint checks to queue");
+				break;
+			}
+			list_free(recheck);
+			/* another transaction's row came first: look again */
+			ResetPerTupleExprContext(st->estate);
+		}
 	}
 
 	ExecClearTuple(slot);
@@ -417,7 +525,8 @@ message_insert(Datum *values, bool *isnull, Datum *result)
 	st->rri->ri_RelationDesc = NULL;
 	cache_in_use = false;
 
-	*result = heap_copy_tuple_as_datum(tuple, RelationGetDescr(rel));
+	if (outcome == MESSAGE_INSERTED)
+		*result = heap_copy_tuple_as_datum(tuple, RelationGetDescr(rel));
 	table_close(rel, NoLock);
-	return true;
+	return outcome;
 }

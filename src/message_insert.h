@@ -8,6 +8,15 @@
 #ifndef TXOUTBOX_MESSAGE_INSERT_H
 #define TXOUTBOX_MESSAGE_INSERT_H
 
-extern bool message_insert(Datum *values, bool *isnull, Datum *result);
+typedef enum MessageInsertResult
+{
+	MESSAGE_INSERT_NOT_FAST,	/* nothing done: run the INSERT instead */
+	MESSAGE_INSERTED,
+	MESSAGE_INSERT_EXISTS		/* the idempotency key is taken: the row
+								 * returned is the message holding it */
+} MessageInsertResult;
+
+extern MessageInsertResult message_insert(Datum *values, bool *isnull, bool check_key,
+										  Datum *result);
 
 #endif							/* TXOUTBOX_MESSAGE_INSERT_H */

@@ -92,6 +92,8 @@ static uint64 finished_count = 0;	/* requests finished since start */
 static bool room_again = false; /* a route refused capacity has room now */
 static TimestampTz next_expiry = 0; /* earliest timeout_at/deadline of a
 									 * running request, or 0 */
+static TimestampTz next_wait_expiry = 0;	/* earliest expires_at of a waiting
+											 * request, or 0 (it may be gone) */
 
 static TransportState transports[NETPUB_MAX_TRANSPORTS];
 static int	ntransports = 0;
@@ -218,13 +220,10 @@ free_request(NetRequest *req)
 	MemoryContextDelete(req->cxt);
 }
 
-/* Record req's outcome (the error formatted in req's memory) and move it to done. */
-static void finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
-					  bool held_back, const char *fmt, va_list args) pg_attribute_printf(6, 0);
-
+/* Record req's outcome (no error text yet) and move it to done. */
 static void
-finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
-		  bool held_back, const char *fmt, va_list args)
+finish_request(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
+			   bool held_back, bool expired)
 {
 	unlink_request(req);
 	req->state = NETREQ_DONE;
@@ -238,7 +237,19 @@ finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool no
 	req->item.retry_after_ms = retry_after_ms;
 	req->item.not_sent = not_sent;
 	req->item.held_back = held_back;
+	req->item.expired = expired;
 	req->item.error = NULL;
+}
+
+/* Record req's outcome (the error formatted in req's memory) and move it to done. */
+static void finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
+					  bool held_back, const char *fmt, va_list args) pg_attribute_printf(6, 0);
+
+static void
+finish_va(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bool not_sent,
+		  bool held_back, const char *fmt, va_list args)
+{
+	finish_request(req, outcome, retry_after_ms, not_sent, held_back, false);
 	if (fmt != NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(req->cxt);
@@ -309,6 +320,16 @@ finish_held_back(NetRequest *req, const char *fmt,...)
 	va_end(args);
 }
 
+/*
+ * req's message expired before it was sent: failed "expired" (its error,
+ * if any, is its last attempt's, already recorded).
+ */
+void
+netpub_finish_expired(NetRequest *req)
+{
+	finish_request(req, PUBLISH_FAILED, -1, false, false, true);
+}
+
 /* ---- starting requests --------------------------------------------------- */
 
 /*
@@ -324,6 +345,11 @@ start_request(NetRequest *req, TimestampTz now)
 	int			ahead = nrunning + nwaiting - 1;
 	const char *blocked;
 
+	if (req->expires_at != 0 && now >= req->expires_at)
+	{
+		netpub_finish_expired(req);
+		return;
+	}
 	blocked = route_state_blocked(&req->route);
 	if (blocked != NULL)
 	{
@@ -425,6 +451,34 @@ expire_requests(TimestampTz now)
 	}
 }
 
+/*
+ * Fail "expired" the waiting requests whose messages expired (see
+ * netpub.h), so that none waits for a turn it must not take.
+ */
+static void
+expire_waiting(TimestampTz now)
+{
+	if (next_wait_expiry == 0 || now < next_wait_expiry)
+		return;
+	next_wait_expiry = 0;
+	for (int i = 0; i < nroute_loads; i++)
+	{
+		dlist_mutable_iter it;
+
+		dlist_foreach_modify(it, &route_loads[i].queue)
+		{
+			NetRequest *req = dlist_container(NetRequest, node, it.cur);
+
+			if (req->expires_at == 0)
+				continue;
+			if (now >= req->expires_at)
+				netpub_finish_expired(req);
+			else if (next_wait_expiry == 0 || req->expires_at < next_wait_expiry)
+				next_wait_expiry = req->expires_at;
+		}
+	}
+}
+
 /* ---- for publishers ------------------------------------------------------ */
 
 /* A new request for item, built by its transport; NULL (outcome set) when it cannot be sent. */
@@ -450,11 +504,14 @@ new_request(const NetTransport *t, PublishItem *item, int route_limit, bool sync
 	req->item.retry_after_ms = -1;
 	req->item.not_sent = false;
 	req->item.held_back = false;
+	req->item.expired = false;
 	memcpy(&req->msg.id, &item->msg->id, sizeof(pg_uuid_t));
 	memcpy(req->msg.id_str, item->msg->id_str, sizeof(req->msg.id_str));
 	req->msg.attempt_count = item->msg->attempt_count;
 	req->msg.max_attempts = item->msg->max_attempts;
 	req->msg.lease_until = item->msg->lease_until;
+	req->msg.expires_at = item->msg->expires_at;
+	req->expires_at = item->msg->expires_at;
 	req->route.id = item->route->id;
 	req->route.pattern = pstrdup(item->route->pattern);
 	req->route.policy = item->route->policy;
@@ -478,6 +535,7 @@ new_request(const NetTransport *t, PublishItem *item, int route_limit, bool sync
 		item->error = outcome.error ? pstrdup(outcome.error) : NULL;
 		item->retry_after_ms = outcome.retry_after_ms;
 		item->not_sent = outcome.not_sent;
+		item->expired = outcome.expired;
 		MemoryContextDelete(cxt);
 		return NULL;
 	}
@@ -495,6 +553,8 @@ enqueue_request(NetRequest *req)
 	dlist_push_tail(&rl->queue, &req->node);
 	rl->waiting++;
 	nwaiting++;
+	if (req->expires_at != 0 && (next_wait_expiry == 0 || req->expires_at < next_wait_expiry))
+		next_wait_expiry = req->expires_at;
 }
 
 /* Drop the requests a session was waiting for (it is ending in an ERROR). */
@@ -609,6 +669,7 @@ netpub_publish(const NetTransport *t, PublishItem *items, int n,
 		items[i].retry_after_ms = req->item.retry_after_ms;
 		items[i].not_sent = req->item.not_sent;
 		items[i].held_back = req->item.held_back;
+		items[i].expired = req->item.expired;
 		unlink_request(req);
 		free_request(req);
 	}
@@ -758,6 +819,8 @@ next_wakeup(void)
 	TimestampTz next = next_expiry;
 	int			i;
 
+	if (next_wait_expiry != 0 && (next == 0 || next_wait_expiry < next))
+		next = next_wait_expiry;
 	for (i = 0; i < ntransports; i++)
 		if (transports[i].timer != 0 && (next == 0 || transports[i].timer < next))
 			next = transports[i].timer;
@@ -802,6 +865,7 @@ netpub_wait(long timeout_ms)
 		now = GetCurrentTimestamp();
 		run_timers(now);
 		expire_requests(now);
+		expire_waiting(now);
 		drive();
 		if (finished_count != finished_before || room_again)
 		{

@@ -18,7 +18,9 @@
  * A request waits while its route or its transport is at its limit; when
  * its turn comes too late to finish before its deadline (the lease less a
  * margin) it is not sent and is released for an immediate retry (its
- * attempt given back).  A running request past its timeout or deadline is
+ * attempt given back).  A request whose message expires (expires_at) is
+ * never started after that: if its expiry passes while it waits, or
+ * before its turn, it is failed "expired" without being sent.  A running request past its timeout or deadline is
  * abandoned by its transport and retried.
  *
  * Transports register their sockets (netpub_watch) and one timer each
@@ -64,6 +66,8 @@ typedef struct NetRequest
 	int			route_limit;	/* most requests of its route running at once */
 	bool		sync;			/* dispatch(): its caller waits for it */
 	TimestampTz deadline;		/* must be finished by then; 0: none */
+	TimestampTz expires_at;		/* not to be started from then on (its
+								 * message's expiry); 0: none */
 	TimestampTz started_at;		/* when start() sent it */
 	TimestampTz timeout_at;		/* running: retried if not done by then (set
 								 * by start(), within its budget); 0: the
@@ -129,6 +133,7 @@ extern void netpub_set_timer(const NetTransport *transport, TimestampTz when);
 extern void netpub_finish(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms,
 						  const char *fmt,...) pg_attribute_printf(4, 5);
 extern void netpub_finish_unsent(NetRequest *req, const char *fmt,...) pg_attribute_printf(2, 3);
+extern void netpub_finish_expired(NetRequest *req);
 
 /* For the dispatcher. */
 #define NETPUB_WOKE_LATCH		0x01	/* the process latch was set */

@@ -32,14 +32,17 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "fanout.h"
 #include "message.h"
 #include "message_insert.h"
 #include "outbox.h"
 #include "pg_compat.h"
 #include "settings.h"
+#include "trace_context.h"
 #include "txoutbox.h"
 #include "uuidv7.h"
 #include "wakeup.h"
@@ -158,17 +161,28 @@ check_topic(text *topic)
 						TXOUTBOX_MAX_TOPIC_LEN, len)));
 }
 
+/* Is the header name (len bytes) name, ASCII case-insensitively? */
+static bool
+header_is(const char *name, int len, const char *header)
+{
+	return len == (int) strlen(header) && pg_strncasecmp(name, header, len) == 0;
+}
+
 /*
  * Headers: a JSON object whose values are strings.  Names must be HTTP
  * header tokens and values must not contain line breaks, since the http
- * publisher sends them as they are.
+ * publisher sends them as they are; a traceparent or tracestate (in any
+ * case) must be a W3C one.  Returns whether there is a traceparent.
  */
-static void
+static bool
 check_headers(Jsonb *headers)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	int			trace_header = 0;	/* the key just read: 1 traceparent, 2
+									 * tracestate, 0 another */
+	bool		has_traceparent = false;
 
 	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
 		ereport(ERROR,
@@ -196,6 +210,8 @@ check_headers(Jsonb *headers)
 							 errmsg("header name \"%.*s\" is not a valid HTTP header name",
 									v.val.string.len, v.val.string.val)));
 			}
+			trace_header = header_is(v.val.string.val, v.val.string.len, TRACEPARENT_HEADER) ? 1 :
+				header_is(v.val.string.val, v.val.string.len, TRACESTATE_HEADER) ? 2 : 0;
 		}
 		else if (tok == WJB_VALUE)
 		{
@@ -212,32 +228,224 @@ check_headers(Jsonb *headers)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("header values must not contain line breaks")));
+			if (trace_header != 0)
+			{
+				const char *name = trace_header == 1 ? TRACEPARENT_HEADER : TRACESTATE_HEADER;
+				const char *problem = trace_header == 1 ?
+					trace_traceparent_problem(v.val.string.val, v.val.string.len) :
+					trace_tracestate_problem(v.val.string.val, v.val.string.len);
+
+				if (problem)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("header %s is not a valid W3C %s", name, name),
+							 errdetail("%s", problem)));
+				if (trace_header == 1)
+					has_traceparent = true;
+			}
 		}
+	}
+	return has_traceparent;
+}
+
+/*
+ * headers with the transaction's trace context (the settings
+ * txoutbox.traceparent and txoutbox.tracestate, checked when set) added.
+ */
+static Datum
+headers_with_trace_context(Datum headers)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"" TRACEPARENT_HEADER "\":");
+	escape_json(&buf, txoutbox_traceparent);
+	if (txoutbox_tracestate != NULL && txoutbox_tracestate[0] != '\0')
+	{
+		appendStringInfoString(&buf, ",\"" TRACESTATE_HEADER "\":");
+		escape_json(&buf, txoutbox_tracestate);
+	}
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall2(jsonb_concat, headers,
+							   DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/*
+ * The enqueue INSERT, through SPI: for a table the fast insert does not
+ * serve (see message_insert.c).  row/row_nulls: the whole row.  The
+ * columns 0.2.0 added are named only when the row sets one (so that a
+ * 0.1.0 table, before its update, takes the others).  With check_key, an
+ * idempotency key already taken is not inserted (ON CONFLICT DO NOTHING)
+ * and the message holding it is returned instead: then true.
+ */
+static bool
+insert_by_spi(Datum *row, bool *row_nulls, bool check_key, Datum *result)
+{
+	static SPIPlanPtr plan_0_1_0 = NULL;
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_keyed = NULL;
+	static SPIPlanPtr plan_holder = NULL;
+	static Oid	argtypes[15] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		JSONBOID, JSONBOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT8OID, UUIDOID, TEXTOID, TIMESTAMPTZOID};
+	static const int columns[15] = {
+		Anum_messages_id, Anum_messages_tenant_id, Anum_messages_org_id,
+		Anum_messages_topic, Anum_messages_message_key, Anum_messages_payload,
+		Anum_messages_headers, Anum_messages_correlation_id,
+		Anum_messages_max_attempts, Anum_messages_available_at,
+		Anum_messages_created_at, Anum_messages_route_id, Anum_messages_fanout_of,
+		Anum_messages_idempotency_key, Anum_messages_expires_at
+	};
+#define INSERT_COLUMNS \
+	"INSERT INTO txoutbox.messages (id, tenant_id, org_id, topic, message_key, " \
+	"payload, headers, correlation_id, status, attempt_count, max_attempts, " \
+	"available_at, created_at, updated_at"
+#define INSERT_VALUES "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11"
+	Datum		values[15];
+	char		nulls[15];
+	bool		full = false;
+	bool		existed = false;
+
+	for (int i = 0; i < 15; i++)
+	{
+		values[i] = row[columns[i] - 1];
+		nulls[i] = row_nulls[columns[i] - 1] ? 'n' : ' ';
+		if (i >= 11 && !row_nulls[columns[i] - 1])
+			full = true;
+	}
+	SPI_connect();
+	if (!full)
+		run_plan(cached_plan(&plan_0_1_0, INSERT_COLUMNS ") " INSERT_VALUES ") RETURNING *",
+							 11, argtypes),
+				 values, nulls, SPI_OK_INSERT_RETURNING);
+	else if (!check_key)
+		run_plan(cached_plan(&plan, INSERT_COLUMNS ", route_id, fanout_of, idempotency_key, expires_at) "
+							 INSERT_VALUES ", $12, $13, $14, $15) RETURNING *",
+							 15, argtypes),
+				 values, nulls, SPI_OK_INSERT_RETURNING);
+	else if (run_plan(cached_plan(&plan_keyed, INSERT_COLUMNS ", route_id, fanout_of, idempotency_key, expires_at) "
+								  INSERT_VALUES ", $12, $13, $14, $15)"
+								  " ON CONFLICT (topic, tenant_id, idempotency_key)"
+								  "   WHERE idempotency_key IS NOT NULL"
+								  "     AND (fanout_of IS NULL OR fanout_of OPERATOR(pg_catalog.=) id)"
+								  " DO NOTHING RETURNING *",
+								  15, argtypes),
+					  values, nulls, SPI_OK_INSERT_RETURNING) == 0)
+	{
+		/* the holder of the key: committed, or ours (a new snapshot sees it) */
+		Oid			holder_types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		holder_values[3] = {values[3], values[1], values[13]};
+		char		holder_nulls[3] = {' ', nulls[1], ' '};
+
+		if (run_plan(cached_plan(&plan_holder,
+								 "SELECT * FROM txoutbox.messages"
+								 " WHERE topic OPERATOR(pg_catalog.=) $1"
+								 "   AND (tenant_id OPERATOR(pg_catalog.=) $2 OR (tenant_id IS NULL AND $2 IS NULL))"
+								 "   AND idempotency_key OPERATOR(pg_catalog.=) $3"
+								 "   AND (fanout_of IS NULL OR fanout_of OPERATOR(pg_catalog.=) id)",
+								 3, holder_types),
+					 holder_values, holder_nulls, SPI_OK_SELECT) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update"),
+					 errdetail("A message with this idempotency key was enqueued by a transaction this one cannot see.")));
+		existed = true;
+	}
+#undef INSERT_COLUMNS
+#undef INSERT_VALUES
+	*result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+	SPI_finish();
+	return existed;
+}
+
+/*
+ * An idempotency key came back with a message that holds it: ERROR 23505
+ * unless that message has the same payload (then enqueue returns it).
+ */
+static void
+check_same_payload(Datum holder, Datum payload, const char *key)
+{
+	HeapTupleHeader h = DatumGetHeapTupleHeader(holder);
+	bool		isnull;
+	Datum		theirs = GetAttributeByNum(h, Anum_messages_payload, &isnull);
+
+	if (isnull || !DatumGetBool(DirectFunctionCall2(jsonb_eq, theirs, payload)))
+	{
+		Datum		id = GetAttributeByNum(h, Anum_messages_id, &isnull);
+		Datum		topic = GetAttributeByNum(h, Anum_messages_topic, &isnull);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("idempotency key \"%s\" was used for another payload", key),
+				 errdetail("Message %s of topic \"%s\" has that key and a different payload.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, id)),
+						   TextDatumGetCString(topic)),
+				 errhint("An enqueue with the key and payload of a message returns that message; a new message needs a new key.")));
 	}
 }
 
 /*
+ * The message row (a composite datum) as the calling query expects it: a
+ * call in FROM that was planned before ALTER EXTENSION UPDATE added columns
+ * (it waited for the update's lock) expects the columns of then, the first
+ * ones of the row.
+ */
+static Datum
+row_as_expected(FunctionCallInfo fcinfo, Datum row)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HeapTupleHeader h = DatumGetHeapTupleHeader(row);
+	TupleDesc	expected;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) || rsinfo->expectedDesc == NULL ||
+		rsinfo->expectedDesc->natts >= HeapTupleHeaderGetNatts(h))
+		return row;
+	/* a record of the old columns (the rowtype itself has the new ones) */
+	expected = CreateTupleDescCopy(rsinfo->expectedDesc);
+	expected->tdtypeid = RECORDOID;
+	expected->tdtypmod = -1;
+	expected = BlessTupleDesc(expected);
+	values = palloc(sizeof(Datum) * expected->natts);
+	nulls = palloc(sizeof(bool) * expected->natts);
+	for (int i = 0; i < expected->natts; i++)
+		values[i] = GetAttributeByNum(h, i + 1, &nulls[i]);
+	return HeapTupleGetDatum(heap_form_tuple(expected, values, nulls));
+}
+
+/*
  * SQL: enqueue(topic, payload, message_key, headers, correlation_id,
- *				tenant_id, org_id, available_at, max_attempts)
+ *				tenant_id, org_id, available_at, max_attempts,
+ *				idempotency_key, expires_at)
  * Inserts a pending message in the caller's transaction and asks for the
- * dispatchers to be woken at commit.
+ * dispatchers to be woken at commit.  Its topic's fan-out routes (fanout.c)
+ * each get a copy of their own, and the topic's route too then, one row
+ * per destination, sharing fanout_of (the first copy's id; that copy is
+ * returned).  With an idempotency key, a message holding it already (its
+ * first copy) is returned instead, and nothing is written.  The 0.1.0
+ * function (9 arguments, until ALTER EXTENSION UPDATE) calls this too.
  */
 Datum
 txoutbox_enqueue(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[11] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	JSONBOID, JSONBOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		row[Natts_messages];
 	bool		row_nulls[Natts_messages];
 	Datum		headers;
 	pg_uuid_t	id;
+	pg_uuid_t	head;
 	int32		max_attempts = txoutbox_max_attempts;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz available_at;
-	Datum		result;
+	Datum		result = (Datum) 0;
 	const char *bound;
 	Datum		tenant = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+	bool		v0_2_0 = PG_NARGS() >= 11;
+	char	   *key = NULL;
+	bool		has_traceparent = false;
+	FanoutTargets targets = {0};
+	bool		fanned = false;
+	int			ncopies = 1;
 
 	txoutbox_require_preload();
 
@@ -251,7 +459,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("message_key must be at most %d bytes long", TXOUTBOX_MAX_KEY_BYTES)));
 	if (!PG_ARGISNULL(3))
-		check_headers(PG_GETARG_JSONB_P(3));
+		has_traceparent = check_headers(PG_GETARG_JSONB_P(3));
 	if (!PG_ARGISNULL(8))
 	{
 		max_attempts = PG_GETARG_INT32(8);
@@ -260,6 +468,16 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_attempts must be at least 1, not %d", max_attempts)));
 	}
+	if (v0_2_0 && !PG_ARGISNULL(9))
+	{
+		key = text_to_cstring(PG_GETARG_TEXT_PP(9));
+		if (key[0] == '\0' || strlen(key) > TXOUTBOX_MAX_KEY_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("idempotency_key must be 1 to %d bytes long", TXOUTBOX_MAX_KEY_BYTES)));
+	}
+	if (v0_2_0 && !PG_ARGISNULL(10))
+		(void) required_finite_time(fcinfo, 10, "expires_at");
 
 	bound = settings_bound_tenant();
 	if (bound != NULL)
@@ -291,16 +509,28 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	uuidv7_generate(&id);
+	head = id;
 	if (PG_ARGISNULL(3))		/* NULL headers mean no headers */
 		headers = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	else
 		headers = PG_GETARG_DATUM(3);
+	if (!has_traceparent && txoutbox_traceparent != NULL && txoutbox_traceparent[0] != '\0')
+		headers = headers_with_trace_context(headers);
+
+	/* one row per destination when fan-out routes take the topic */
+	if (v0_2_0)
+	{
+		text	   *topic = PG_GETARG_TEXT_PP(0);
+
+		fanned = fanout_targets(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic), &targets);
+		if (fanned)
+			ncopies = targets.nroutes + (targets.topic_route ? 1 : 0);
+	}
 
 	/* the whole row, in column order */
 	memset(row_nulls, true, sizeof(row_nulls));
 #define SET_COLUMN(name, v, null) \
 	(row[Anum_messages_##name - 1] = (v), row_nulls[Anum_messages_##name - 1] = (null))
-	SET_COLUMN(id, UUIDPGetDatum(&id), false);
 	SET_COLUMN(tenant_id, tenant, tenant == (Datum) 0);
 	SET_COLUMN(org_id, PG_GETARG_DATUM(6), PG_ARGISNULL(6));
 	SET_COLUMN(topic, PG_GETARG_DATUM(0), false);
@@ -314,87 +544,125 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	SET_COLUMN(available_at, TimestampTzGetDatum(available_at), false);
 	SET_COLUMN(created_at, TimestampTzGetDatum(now), false);
 	SET_COLUMN(updated_at, TimestampTzGetDatum(now), false);
+	SET_COLUMN(fanout_of, UUIDPGetDatum(&head), !fanned);
+	SET_COLUMN(idempotency_key, key ? CStringGetTextDatum(key) : (Datum) 0, key == NULL);
+	SET_COLUMN(expires_at, v0_2_0 ? PG_GETARG_DATUM(10) : (Datum) 0, !v0_2_0 || PG_ARGISNULL(10));
+
+	for (int copy = 0; copy < ncopies; copy++)
+	{
+		/* the topic's own route first, then the fan-out routes by id */
+		int			fanout_index = fanned ? copy - (targets.topic_route ? 1 : 0) : -1;
+		bool		check_key = key != NULL && copy == 0;
+		Datum		inserted;
+		MessageInsertResult r;
+
+		if (copy > 0)
+			uuidv7_generate(&id);
+		SET_COLUMN(id, UUIDPGetDatum(&id), false);
+		SET_COLUMN(route_id, fanout_index >= 0 ? Int64GetDatum(targets.route_ids[fanout_index]) : (Datum) 0,
+				   fanout_index < 0);
+
+		r = message_insert(row, row_nulls, check_key, &inserted);
+		if (r == MESSAGE_INSERT_NOT_FAST)
+			r = insert_by_spi(row, row_nulls, check_key, &inserted) ?
+				MESSAGE_INSERT_EXISTS : MESSAGE_INSERTED;
+		if (r == MESSAGE_INSERT_EXISTS)
+		{
+			/* the key's message: returned as it is, nothing written */
+			check_same_payload(inserted, PG_GETARG_DATUM(1), key);
+			PG_RETURN_DATUM(row_as_expected(fcinfo, inserted));
+		}
+		if (copy == 0)
+			result = inserted;
+	}
 #undef SET_COLUMN
 
-	if (!message_insert(row, row_nulls, &result))
-	{
-		/* the table has triggers or row security: a real INSERT */
-		Datum		values[11];
-		char		nulls[11];
-		static const int columns[11] = {
-			Anum_messages_id, Anum_messages_tenant_id, Anum_messages_org_id,
-			Anum_messages_topic, Anum_messages_message_key, Anum_messages_payload,
-			Anum_messages_headers, Anum_messages_correlation_id,
-			Anum_messages_max_attempts, Anum_messages_available_at,
-			Anum_messages_created_at
-		};
-
-		for (int i = 0; i < 11; i++)
-		{
-			values[i] = row[columns[i] - 1];
-			nulls[i] = row_nulls[columns[i] - 1] ? 'n' : ' ';
-		}
-		SPI_connect();
-		cached_plan(&plan,
-					"INSERT INTO txoutbox.messages (id, tenant_id, org_id, topic, message_key, "
-					"payload, headers, correlation_id, status, attempt_count, max_attempts, "
-					"available_at, created_at, updated_at) "
-					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11) "
-					"RETURNING " MESSAGE_COLUMNS,
-					11, argtypes);
-		run_plan(plan, values, nulls, SPI_OK_INSERT_RETURNING);
-		result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
-		SPI_finish();
-	}
-
 	wakeup_at_commit();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(row_as_expected(fcinfo, result));
 }
+
+/*
+ * The last_error of a message that expired: "expired", and the error of
+ * its last attempt when there was one (LAST: an SQL expression); a replayed
+ * message that expires again keeps what it said the first time.
+ */
+#define EXPIRED_ERROR(LAST) \
+	"CASE WHEN " LAST " OPERATOR(pg_catalog.^@) 'expired' THEN " LAST \
+	" ELSE 'expired' OPERATOR(pg_catalog.||) coalesce(' (last error: ' OPERATOR(pg_catalog.||) " LAST \
+	" OPERATOR(pg_catalog.||) ')', '') END"
 
 /*
  * The claimable messages, oldest available_at first, locked FOR UPDATE SKIP
  * LOCKED (shared by both ways of claiming below).  $1 consumer, $2 limit,
  * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
  * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from), $10 only
- * these ids (or NULL).  Routes with "ordered": true only give out the oldest
- * unfinished message of a key, and none while a later one is processing (a
- * replayed message waits).  An expired lease with no attempts left (by the
- * route's "max_attempts" if it sets one) fails the message instead.
- * CANDIDATE_COLUMNS are what the CTE returns.
+ * these ids (or NULL), $11 the fan-out routes whose copies may be claimed.
+ * A message's route is its fan-out route when it is a copy bound to one
+ * (route_id), else its topic's (fan-out routes have NULL patterns in r, so
+ * _route_index passes them over).  Routes with "ordered": true only give
+ * out the oldest unfinished message of a key (per destination: of the same
+ * route_id), and none while a later one is processing (a replayed message
+ * waits).  An expired lease with no attempts left (by the route's
+ * "max_attempts" if it sets one) fails the message instead, and so does
+ * its expiry (expires_at, or created_at + the route's "ttl_ms") once
+ * passed: it is never given out after that.  CANDIDATE_COLUMNS are what the
+ * CTE returns.  M_ROUTE_ID, E_ROUTE_ID and M_EXPIRES_AT stand for columns
+ * of 0.2.0 (NULLs of their types for a 0.1.0 table, see outbox_claim).
  */
-#define CANDIDATES_CTE(CANDIDATE_COLUMNS) \
+#define ROUTE_POSITION(M_ROUTE_ID) \
+	"(CASE WHEN " M_ROUTE_ID " IS NULL THEN txoutbox._route_index(m.topic, r.patterns)" \
+	"      ELSE pg_catalog.array_position(r.ids, " M_ROUTE_ID ") END)"
+#define CANDIDATES_CTE(CANDIDATE_COLUMNS, M_ROUTE_ID, E_ROUTE_ID, M_EXPIRES_AT) \
 	"WITH r AS MATERIALIZED (" \
-	"  SELECT pg_catalog.array_agg(topic_pattern ORDER BY id) AS patterns," \
+	"  SELECT pg_catalog.array_agg(id ORDER BY id) AS ids," \
+	"         pg_catalog.array_agg(CASE WHEN config OPERATOR(pg_catalog.->) 'fanout'" \
+	"                                        OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb" \
+	"                                   THEN NULL ELSE topic_pattern END ORDER BY id) AS patterns," \
 	"         pg_catalog.array_agg(config OPERATOR(pg_catalog.->) 'ordered'" \
 	"                                     OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb ORDER BY id) AS ordered," \
 	"         pg_catalog.array_agg(CASE WHEN pg_catalog.jsonb_typeof(config OPERATOR(pg_catalog.->) 'max_attempts')" \
 	"                                        OPERATOR(pg_catalog.=) 'number'" \
 	"                        THEN least(greatest((config OPERATOR(pg_catalog.->>) 'max_attempts')::numeric, 1), 1000000)::int" \
 	"                   END ORDER BY id) AS max_attempts," \
+	"         pg_catalog.array_agg(CASE WHEN pg_catalog.jsonb_typeof(config OPERATOR(pg_catalog.->) 'ttl_ms')" \
+	"                                        OPERATOR(pg_catalog.=) 'number'" \
+	"                        THEN least(greatest((config OPERATOR(pg_catalog.->>) 'ttl_ms')::numeric, 1)," \
+	"                                   315360000000)::pg_catalog.float8" \
+	"                   END ORDER BY id) AS ttl_ms," \
 	"         coalesce(pg_catalog.bool_or(config OPERATOR(pg_catalog.->) 'ordered'" \
 	"                                     OPERATOR(pg_catalog.=) 'true'::pg_catalog.jsonb), false) AS any_ordered," \
-	"         coalesce(pg_catalog.bool_or(config OPERATOR(pg_catalog.?) 'max_attempts'), false) AS any_max_attempts" \
+	"         coalesce(pg_catalog.bool_or(config OPERATOR(pg_catalog.?) 'max_attempts'), false) AS any_max_attempts," \
+	"         coalesce(pg_catalog.bool_or(config OPERATOR(pg_catalog.?) 'ttl_ms'), false) AS any_ttl" \
 	"    FROM txoutbox.routes WHERE enabled" \
 	"), candidates AS MATERIALIZED (" \
 	"  SELECT " CANDIDATE_COLUMNS ", m.available_at AS due, a.max_att," \
 	"         (m.status OPERATOR(pg_catalog.=) 'processing'" \
-	"          AND m.attempt_count OPERATOR(pg_catalog.>=) a.max_att) AS exhausted" \
+	"          AND m.attempt_count OPERATOR(pg_catalog.>=) a.max_att) AS exhausted," \
+	"         (coalesce(" M_EXPIRES_AT " OPERATOR(pg_catalog.<=) $5, false)" \
+	"          OR (r.any_ttl AND coalesce((m.created_at OPERATOR(pg_catalog.+)" \
+	"                                      (r.ttl_ms[" ROUTE_POSITION(M_ROUTE_ID) "]" \
+	"                                       OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval))" \
+	"                                     OPERATOR(pg_catalog.<=) $5, false))) AS lapsed" \
 	"    FROM r, txoutbox.messages m," \
 	"         LATERAL (SELECT CASE WHEN r.any_max_attempts AND m.status OPERATOR(pg_catalog.=) 'processing'" \
-	"              THEN coalesce(r.max_attempts[txoutbox._route_index(m.topic, r.patterns)], m.max_attempts)" \
+	"              THEN coalesce(r.max_attempts[" ROUTE_POSITION(M_ROUTE_ID) "], m.max_attempts)" \
 	"              ELSE m.max_attempts END AS max_att) a" \
 	"   WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")" \
 	"     AND m.available_at OPERATOR(pg_catalog.<=) $5 AND m.available_at OPERATOR(pg_catalog.>=) $9" \
 	"     AND ($3::pg_catalog.text IS NULL OR m.topic OPERATOR(pg_catalog.=) $3)" \
-	"     AND ($6::pg_catalog.text[] IS NULL OR m.topic OPERATOR(pg_catalog.=) ANY ($6)" \
-	"          OR m.topic OPERATOR(pg_catalog.^@) ANY ($7))" \
+	"     AND ($6::pg_catalog.text[] IS NULL" \
+	"          OR (" M_ROUTE_ID " IS NULL AND (m.topic OPERATOR(pg_catalog.=) ANY ($6)" \
+	"                                    OR m.topic OPERATOR(pg_catalog.^@) ANY ($7)))" \
+	"          OR " M_ROUTE_ID " OPERATOR(pg_catalog.=) ANY ($11::pg_catalog.int8[]))" \
 	"     AND ($8::pg_catalog.text IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $8)" \
 	"     AND ($10::pg_catalog.uuid[] IS NULL OR m.id OPERATOR(pg_catalog.=) ANY ($10))" \
 	"     AND (NOT r.any_ordered OR m.message_key IS NULL" \
-	"          OR NOT coalesce(r.ordered[txoutbox._route_index(m.topic, r.patterns)], false)" \
+	"          OR NOT coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false)" \
 	"          OR (NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
 	"                           WHERE e.topic OPERATOR(pg_catalog.=) m.topic" \
 	"                             AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
+	"                             AND (" E_ROUTE_ID " OPERATOR(pg_catalog.=) " M_ROUTE_ID \
+	"                                  OR (" E_ROUTE_ID " IS NULL AND " M_ROUTE_ID " IS NULL))" \
 	"                             AND e.id OPERATOR(pg_catalog.<) m.id" \
 	"                             AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING ")" \
 	"                             AND NOT (e.status OPERATOR(pg_catalog.=) 'failed' AND EXISTS" \
@@ -403,6 +671,8 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"              AND NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
 	"                               WHERE e.topic OPERATOR(pg_catalog.=) m.topic" \
 	"                                 AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
+	"                                 AND (" E_ROUTE_ID " OPERATOR(pg_catalog.=) " M_ROUTE_ID \
+	"                                      OR (" E_ROUTE_ID " IS NULL AND " M_ROUTE_ID " IS NULL))" \
 	"                                 AND e.id OPERATOR(pg_catalog.>) m.id" \
 	"                                 AND e.status OPERATOR(pg_catalog.=) 'processing'" \
 	"                                 AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING "))))" \
@@ -412,15 +682,20 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"), expired AS (" \
 	"  UPDATE txoutbox.messages m" \
 	"     SET status = 'failed'," \
-	"         last_error = pg_catalog.format('lease of consumer %s expired after attempt %s of %s; no attempts left%s'," \
+	"         last_error = CASE WHEN c.lapsed THEN " EXPIRED_ERROR("m.last_error") \
+	"                      ELSE pg_catalog.format('lease of consumer %s expired after attempt %s of %s; no attempts left%s'," \
 	"                             m.locked_by, m.attempt_count, c.max_att," \
-	"                             ' (last error: ' OPERATOR(pg_catalog.||) m.last_error OPERATOR(pg_catalog.||) ')')," \
+	"                             ' (last error: ' OPERATOR(pg_catalog.||) m.last_error OPERATOR(pg_catalog.||) ')') END," \
 	"         locked_by = NULL, locked_at = NULL, updated_at = $5" \
 	"    FROM candidates c" \
-	"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND c.exhausted" \
+	"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND (c.exhausted OR c.lapsed)" \
 	")"
 
-#define CLAIM_NARGS 10
+/* CANDIDATES_CTE for txoutbox.messages as 0.2.0 makes it */
+#define CANDIDATES(CANDIDATE_COLUMNS) \
+	CANDIDATES_CTE(CANDIDATE_COLUMNS, "m.route_id", "e.route_id", "m.expires_at")
+
+#define CLAIM_NARGS 11
 
 /* Fill the parameters of CANDIDATES_CTE from req. */
 static void
@@ -442,10 +717,12 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	values[8] = TimestampTzGetDatum(req->scan_from);
 	values[9] = req->only_ids;
 	nulls[9] = req->only_ids ? ' ' : 'n';
+	values[10] = req->fanout_ids;
+	nulls[10] = req->fanout_ids ? ' ' : 'n';
 }
 
 static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID};
+TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, INT8ARRAYOID};
 
 /*
  * Run a claim statement with the plan it is written for: a walk of
@@ -474,32 +751,46 @@ run_claim_plan(SPIPlanPtr plan, Datum *values, const char *nulls)
 	return n;
 }
 
+/* The claim of outbox_claim, after CANDIDATES_CTE (the table's columns: COLUMNS). */
+#define CLAIMED(COLUMNS) \
+	", claimed AS (" \
+	"  UPDATE txoutbox.messages m" \
+	"     SET status = 'processing', locked_by = $1, locked_at = $5," \
+	"         attempt_count = m.attempt_count OPERATOR(pg_catalog.+) 1," \
+	"         available_at = $4, updated_at = $5" \
+	"    FROM candidates c" \
+	"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND NOT c.exhausted AND NOT c.lapsed" \
+	"  RETURNING m.*, c.due" \
+	") SELECT " COLUMNS " FROM claimed ORDER BY due, id"
+
 /*
  * Claim up to req->max_messages messages for a lease (status processing,
  * attempt counted); the claimed rows are left in SPI_tuptable in
- * (available_at, id) order.  Caller is connected to SPI.
+ * (available_at, id) order.  With columns_0_1_0 the rows have the columns
+ * of 0.1.0 and the statement names no later one: for claim() on a
+ * database not updated to 0.2.0 yet, or called by a statement planned
+ * before the update.  Caller is connected to SPI.
  */
 int
-outbox_claim(const ClaimRequest *req)
+outbox_claim(const ClaimRequest *req, bool columns_0_1_0)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_0_1_0 = NULL;
 	Datum		values[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
+	SPIPlanPtr	p;
 
 	claim_parameters(req, values, nulls);
-	cached_plan(&plan,
-				CANDIDATES_CTE("m.id")
-				", claimed AS ("
-				"  UPDATE txoutbox.messages m"
-				"     SET status = 'processing', locked_by = $1, locked_at = $5,"
-				"         attempt_count = m.attempt_count OPERATOR(pg_catalog.+) 1,"
-				"         available_at = $4, updated_at = $5"
-				"    FROM candidates c"
-				"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND NOT c.exhausted"
-				"  RETURNING m.*, c.due"
-				") SELECT " MESSAGE_COLUMNS " FROM claimed ORDER BY due, id",
-				CLAIM_NARGS, claim_argtypes);
-	return run_claim_plan(plan, values, nulls);
+	if (columns_0_1_0)
+		p = cached_plan(&plan_0_1_0,
+						CANDIDATES_CTE("m.id", "NULL::pg_catalog.int8", "NULL::pg_catalog.int8",
+									   "NULL::pg_catalog.timestamptz")
+						CLAIMED(MESSAGE_COLUMNS_0_1_0),
+						CLAIM_NARGS, claim_argtypes);
+	else
+		p = cached_plan(&plan, CANDIDATES("m.id") CLAIMED(MESSAGE_COLUMNS),
+						CLAIM_NARGS, claim_argtypes);
+	return run_claim_plan(p, values, nulls);
 }
 
 /*
@@ -519,8 +810,8 @@ outbox_lock_claimable(const ClaimRequest *req)
 
 	claim_parameters(req, values, nulls);
 	cached_plan(&plan,
-				CANDIDATES_CTE("m.*")
-				" SELECT " MESSAGE_COLUMNS " FROM candidates WHERE NOT exhausted ORDER BY due, id",
+				CANDIDATES("m.*")
+				" SELECT " MESSAGE_COLUMNS " FROM candidates WHERE NOT exhausted AND NOT lapsed ORDER BY due, id",
 				CLAIM_NARGS, claim_argtypes);
 	return run_claim_plan(plan, values, nulls);
 }
@@ -598,7 +889,8 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();
-	outbox_claim(&req);
+	/* the rows the caller expects: 0.1.0's until the update */
+	outbox_claim(&req, rsinfo->setDesc->natts == Natts_messages_0_1_0);
 	for (i = 0; i < SPI_processed; i++)
 		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 	SPI_finish();
@@ -719,7 +1011,7 @@ txoutbox_mark_succeeded(PG_FUNCTION_ARGS)
 								   " WHERE id OPERATOR(pg_catalog.=) $1"
 								   "   AND status OPERATOR(pg_catalog.=) 'processing'"
 								   "   AND ($3::pg_catalog.text IS NULL OR locked_by OPERATOR(pg_catalog.=) $3)"
-								   " RETURNING " MESSAGE_COLUMNS,
+								   " RETURNING *",
 								   3, argtypes, values, nulls,
 								   "mark succeeded", "processing", consumer));
 }
@@ -771,7 +1063,7 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 								   " WHERE id OPERATOR(pg_catalog.=) $1"
 								   "   AND status OPERATOR(pg_catalog.=) 'processing'"
 								   "   AND ($5::pg_catalog.text IS NULL OR locked_by OPERATOR(pg_catalog.=) $5)"
-								   " RETURNING " MESSAGE_COLUMNS,
+								   " RETURNING *",
 								   5, argtypes, values, nulls,
 								   "mark failed", "processing", consumer));
 }
@@ -815,7 +1107,7 @@ txoutbox_replay(PG_FUNCTION_ARGS)
 											  "       updated_at = pg_catalog.now()"
 											  " WHERE id OPERATOR(pg_catalog.=) $1"
 											  "   AND status OPERATOR(pg_catalog.=) 'failed'"
-											  " RETURNING " MESSAGE_COLUMNS,
+											  " RETURNING *",
 											  "replay"));
 }
 
@@ -837,7 +1129,7 @@ txoutbox_skip(PG_FUNCTION_ARGS)
 											  "UPDATE txoutbox.messages SET updated_at = pg_catalog.now()"
 											  " WHERE id OPERATOR(pg_catalog.=) $1"
 											  "   AND status OPERATOR(pg_catalog.=) 'failed'"
-											  " RETURNING " MESSAGE_COLUMNS,
+											  " RETURNING *",
 											  "skip"));
 }
 
@@ -874,22 +1166,23 @@ outbox_mark_succeeded_many(Datum ids, const char *consumer, TimestampTz publishe
 
 /*
  * Dispatcher: record failures (parallel arrays uuid[], text[], timestamptz[],
- * int[], bool[]; a NULL next attempt fails the message at once; a non-NULL
- * max attempts is the route's, overriding the message's; not_sent: the
- * leased message was never sent, so the attempt its lease counted is given
- * back).  by_lock as for outbox_mark_succeeded_many.  Returns how many went
+ * int[], bool[], bool[]; a NULL next attempt fails the message at once; a
+ * non-NULL max attempts is the route's, overriding the message's; not_sent:
+ * the leased message was never sent, so the attempt its lease counted is
+ * given back; expired: failed for its expiry, the reason (when not NULL)
+ * being the last attempt's error).  by_lock as for outbox_mark_succeeded_many.  Returns how many went
  * to retrying (or back to pending); SPI_processed minus that failed.  Caller
  * is connected to SPI.
  */
 int
 outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max_attempts,
-						Datum not_sent, const char *consumer, TimestampTz failed_at,
-						bool by_lock)
+						Datum not_sent, Datum expired, const char *consumer,
+						TimestampTz failed_at, bool by_lock)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[8] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, INT4OID, BOOLARRAYOID};
-	Datum		values[8];
+	static Oid	argtypes[9] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	TEXTOID, TIMESTAMPTZOID, INT4ARRAYOID, INT4OID, BOOLARRAYOID, BOOLARRAYOID};
+	Datum		values[9];
 	uint64		i;
 	int			retried = 0;
 
@@ -901,6 +1194,7 @@ outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max
 	values[5] = max_attempts;
 	values[6] = Int32GetDatum(by_lock ? 1 : 0);
 	values[7] = not_sent;
+	values[8] = expired;
 #define ATTEMPTS "(m.attempt_count OPERATOR(pg_catalog.+) $7 OPERATOR(pg_catalog.-) f.not_sent::int)"
 	cached_plan(&plan,
 				"UPDATE txoutbox.messages m"
@@ -912,15 +1206,17 @@ outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts, Datum max
 				"                           AND " ATTEMPTS " OPERATOR(pg_catalog.<) coalesce(f.max_attempts, m.max_attempts)"
 				"                           THEN f.next_at ELSE m.available_at END,"
 				"       attempt_count = " ATTEMPTS ","
-				"       last_error = f.reason, locked_by = NULL, locked_at = NULL, updated_at = $5"
+				"       last_error = CASE WHEN f.expired THEN " EXPIRED_ERROR("coalesce(f.reason, m.last_error)")
+				"                         ELSE f.reason END,"
+				"       locked_by = NULL, locked_at = NULL, updated_at = $5"
 				"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
-				"                  pg_catalog.unnest($6), pg_catalog.unnest($8))"
-				"       AS f(id, reason, next_at, max_attempts, not_sent)"
+				"                  pg_catalog.unnest($6), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+				"       AS f(id, reason, next_at, max_attempts, not_sent, expired)"
 				" WHERE m.id OPERATOR(pg_catalog.=) f.id"
 				"   AND ($7 OPERATOR(pg_catalog.=) 1 OR (m.status OPERATOR(pg_catalog.=) 'processing'"
 				"                                        AND m.locked_by OPERATOR(pg_catalog.=) $4))"
 				" RETURNING m.status OPERATOR(pg_catalog.<>) 'failed'",
-				8, argtypes);
+				9, argtypes);
 #undef ATTEMPTS
 	run_plan(plan, values, NULL, SPI_OK_UPDATE_RETURNING);
 	for (i = 0; i < SPI_processed; i++)
@@ -966,12 +1262,13 @@ outbox_purge_batch(TimestampTz cutoff, int limit)
  * Caller is connected to SPI.
  */
 TimestampTz
-outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixes)
+outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixes,
+						Datum fanout_ids)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[3] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	static Oid	argtypes[4] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
 	Datum		d;
 
@@ -980,14 +1277,18 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 	nulls[1] = route_exact ? ' ' : 'n';
 	values[2] = route_prefixes;
 	nulls[2] = route_prefixes ? ' ' : 'n';
+	values[3] = fanout_ids;
+	nulls[3] = fanout_ids ? ' ' : 'n';
 	cached_plan(&plan,
 				"SELECT available_at FROM txoutbox.messages m"
 				" WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")"
 				"   AND m.available_at OPERATOR(pg_catalog.>=) $1"
-				"   AND ($2::pg_catalog.text[] IS NULL OR m.topic OPERATOR(pg_catalog.=) ANY ($2)"
-				"        OR m.topic OPERATOR(pg_catalog.^@) ANY ($3))"
+				"   AND ($2::pg_catalog.text[] IS NULL"
+				"        OR (m.route_id IS NULL AND (m.topic OPERATOR(pg_catalog.=) ANY ($2)"
+				"                                    OR m.topic OPERATOR(pg_catalog.^@) ANY ($3)))"
+				"        OR m.route_id OPERATOR(pg_catalog.=) ANY ($4))"
 				" ORDER BY m.available_at, m.id LIMIT 1",
-				3, argtypes);
+				4, argtypes);
 	if (run_claim_plan(plan, values, nulls) == 0)
 		return DT_NOEND;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -1000,15 +1301,17 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
  * lease), or DT_NOEND.  Caller is connected to SPI.
  */
 TimestampTz
-outbox_next_due(Datum route_exact, Datum route_prefixes)
+outbox_next_due(Datum route_exact, Datum route_prefixes, Datum fanout_ids)
 {
-	return outbox_first_unfinished(GetCurrentTimestamp() + 1, route_exact, route_prefixes);
+	return outbox_first_unfinished(GetCurrentTimestamp() + 1, route_exact, route_prefixes,
+								   fanout_ids);
 }
 
 /*
  * Dispatcher: the messages still processing under consumer's leases (a
- * previous run of the same dispatcher held them when it exited): their id
- * and topic, in id order, left in SPI_tuptable.  Caller is connected to SPI.
+ * previous run of the same dispatcher held them when it exited): their id,
+ * topic and route_id, in id order, left in SPI_tuptable.  Caller is
+ * connected to SPI.
  */
 int
 outbox_leased_by(const char *consumer)
@@ -1018,7 +1321,7 @@ outbox_leased_by(const char *consumer)
 	Datum		arg = CStringGetTextDatum(consumer);
 
 	cached_plan(&plan,
-				"SELECT id, topic FROM txoutbox.messages"
+				"SELECT id, topic, route_id FROM txoutbox.messages"
 				" WHERE status OPERATOR(pg_catalog.=) 'processing' AND locked_by OPERATOR(pg_catalog.=) $1"
 				" ORDER BY id",
 				1, argtypes);

@@ -27,22 +27,25 @@ typedef struct ClaimRequest
 								 * this (the dispatcher's low-water mark), or
 								 * DT_NOBEGIN */
 	Datum		only_ids;		/* uuid[]: only these messages, or 0 */
+	Datum		fanout_ids;		/* int8[] of the fan-out routes whose copies
+								 * may be claimed (with route_exact), or 0 */
 } ClaimRequest;
 
-extern int	outbox_claim(const ClaimRequest *req);	/* rows in SPI_tuptable */
+extern int	outbox_claim(const ClaimRequest *req, bool columns_0_1_0);	/* rows in SPI_tuptable */
 extern int	outbox_lock_claimable(const ClaimRequest *req);	/* likewise */
 extern void outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of,
 							  TimestampTz lock_until);
 extern int	outbox_mark_succeeded_many(Datum ids, const char *consumer,
 									   TimestampTz published_at, bool by_lock);
 extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts,
-									Datum max_attempts, Datum not_sent,
+									Datum max_attempts, Datum not_sent, Datum expired,
 									const char *consumer, TimestampTz failed_at,
 									bool by_lock);
 extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
-extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes);
+extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes,
+								   Datum fanout_ids);
 extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,
-										   Datum route_prefixes);
+										   Datum route_prefixes, Datum fanout_ids);
 extern int	outbox_leased_by(const char *consumer);	/* rows in SPI_tuptable */
 extern void outbox_release_leases(Datum ids, const char *consumer, TimestampTz at);
 extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);

@@ -49,6 +49,33 @@
 #endif
 
 /*
+ * The same for a speculative insertion (INSERT ... ON CONFLICT's
+ * protocol): a conflict in one of arbiters is reported in *conflict
+ * instead of raised.  Same 16 change.
+ */
+#if PG_VERSION_NUM >= 160000
+#define compat_insert_index_tuples_speculative(rri, slot, estate, conflict, arbiters) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, true, (conflict), (arbiters), false)
+#else
+#define compat_insert_index_tuples_speculative(rri, slot, estate, conflict, arbiters) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, true, (conflict), (arbiters))
+#endif
+
+/*
+ * Look in the arbiter indexes for a tuple the one in slot would conflict
+ * with (its TID into *conflict_tid), waiting for the transactions that are
+ * writing one.  18 added tupleid (a tuple not to count, for logical
+ * replication's conflict checks of an update; NULL for an insert).
+ */
+#if PG_VERSION_NUM >= 180000
+#define compat_check_index_constraints(rri, slot, estate, conflict_tid, arbiters) \
+	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict_tid), NULL, (arbiters))
+#else
+#define compat_check_index_constraints(rri, slot, estate, conflict_tid, arbiters) \
+	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict_tid), (arbiters))
+#endif
+
+/*
  * The local copy of backend status entry number i (1-based, up to
  * pgstat_fetch_stat_numbackends()).  16 renamed
  * pgstat_fetch_stat_local_beentry to pgstat_get_local_beentry_by_index

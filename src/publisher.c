@@ -2,8 +2,19 @@
  *
  * publisher.c
  *	  The registry of publishers (adding one is its own file and one line
- *	  below), and what they share: the JSON envelope of a message, route
- *	  config accessors, subtransactions, and outcome recording.
+ *	  below), and what they share: the bodies of a message (its payload,
+ *	  the JSON envelope, a CloudEvent), route config accessors,
+ *	  subtransactions, and outcome recording.
+ *
+ * CloudEvents 1.0, structured mode (JSON event format): {"specversion":
+ * "1.0", "id": the message id, "source": txoutbox.cloudevents_source (by
+ * default /txoutbox/<database>), "type": the topic, "subject": the message
+ * key (left out when it has none), "time": created_at (RFC 3339, UTC),
+ * "datacontenttype": "application/json", "traceparent" / "tracestate"
+ * (the Distributed Tracing extension, when the message's headers have
+ * them), "data": the payload}.  Bodies are built where no transaction may
+ * be open (the network publishers), so the source is worked out when a
+ * route's config is parsed (in a transaction, every round) and kept.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,14 +22,19 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "utils/resowner.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/json.h"
 #include "utils/datetime.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "publisher.h"
+#include "settings.h"
+#include "trace_context.h"
 
 static const Publisher *const publishers[] = {
 	&notify_publisher,
@@ -99,17 +115,131 @@ publisher_build_envelope(StringInfo buf, const OutboxMessage *msg, bool with_pay
 	appendStringInfoChar(buf, '}');
 }
 
-/* The body of a message as the route's "body" says (payload or envelope). */
+/* The CloudEvents source, as last worked out (see the file header). */
+static char *cloudevents_source = NULL;
+
+/*
+ * Work out the CloudEvents source now: txoutbox.cloudevents_source, or
+ * /txoutbox/<this database's name, %-escaped>.  In a transaction.
+ */
+static void
+cloudevents_source_refresh(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (txoutbox_cloudevents_source != NULL && txoutbox_cloudevents_source[0] != '\0')
+		appendStringInfoString(&buf, txoutbox_cloudevents_source);
+	else
+	{
+		char	   *db = get_database_name(MyDatabaseId);
+
+		appendStringInfoString(&buf, "/txoutbox/");
+		for (const unsigned char *p = (const unsigned char *) (db ? db : ""); *p; p++)
+		{
+			if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+				(*p >= '0' && *p <= '9') || strchr("-._~", *p) != NULL)
+				appendStringInfoChar(&buf, *p);
+			else
+				appendStringInfo(&buf, "%%%02X", *p);
+		}
+	}
+	if (cloudevents_source == NULL || strcmp(cloudevents_source, buf.data) != 0)
+	{
+		if (cloudevents_source)
+			pfree(cloudevents_source);
+		cloudevents_source = MemoryContextStrdup(TopMemoryContext, buf.data);
+	}
+	pfree(buf.data);
+}
+
+/* Append ,"name":"value" for the message header called name (any case), if any. */
+static void
+append_header_attribute(StringInfo buf, const OutboxMessage *msg, const char *name)
+{
+	JsonbIterator *it;
+	JsonbValue	k;
+	JsonbIteratorToken tok;
+	int			len = strlen(name);
+
+	if (!JB_ROOT_IS_OBJECT(msg->headers) || JB_ROOT_IS_SCALAR(msg->headers) ||
+		JB_ROOT_COUNT(msg->headers) == 0)
+		return;
+	it = JsonbIteratorInit(&msg->headers->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		JsonbValue	v;
+
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (k.val.string.len == len && pg_strncasecmp(k.val.string.val, name, len) == 0 &&
+			tok == WJB_VALUE && v.type == jbvString)
+		{
+			char	   *value = pnstrdup(v.val.string.val, v.val.string.len);
+
+			appendStringInfo(buf, ",\"%s\":", name);
+			escape_json(buf, value);
+			pfree(value);
+			return;
+		}
+	}
+}
+
+/*
+ * The message as a CloudEvent in structured mode (see the file header);
+ * without data, "truncated": true takes its place (notify, over its size
+ * limit).
+ */
+void
+publisher_build_cloudevent(StringInfo buf, const OutboxMessage *msg, bool with_data)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	appendStringInfo(buf, "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":", msg->id_str);
+	escape_json(buf, cloudevents_source ? cloudevents_source : "/txoutbox");
+	appendStringInfoString(buf, ",\"type\":");
+	escape_json(buf, msg->topic);
+	if (msg->message_key)
+	{
+		appendStringInfoString(buf, ",\"subject\":");
+		escape_json(buf, msg->message_key);
+	}
+	/* RFC 3339 in UTC (an offset in seconds, which old zones have, is not) */
+	if (timestamp2tm(msg->created_at, NULL, &tm, &fsec, NULL, NULL) == 0)
+		appendStringInfo(buf, ",\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+						 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+						 (int) fsec);
+	appendStringInfoString(buf, ",\"datacontenttype\":\"application/json\"");
+	append_header_attribute(buf, msg, TRACEPARENT_HEADER);
+	append_header_attribute(buf, msg, TRACESTATE_HEADER);
+	if (with_data)
+	{
+		appendStringInfoString(buf, ",\"data\":");
+		JsonbToCString(buf, &msg->payload->root, VARSIZE(msg->payload));
+	}
+	else
+		appendStringInfoString(buf, ",\"truncated\":true");
+	appendStringInfoChar(buf, '}');
+}
+
+/* The body of a message as the route's "body" says. */
 void
 publisher_build_body(StringInfo buf, const OutboxMessage *msg, PublishBody body)
 {
 	if (body == PUBLISH_BODY_ENVELOPE)
 		publisher_build_envelope(buf, msg, true);
+	else if (body == PUBLISH_BODY_CLOUDEVENTS)
+		publisher_build_cloudevent(buf, msg, true);
 	else
 		JsonbToCString(buf, &msg->payload->root, VARSIZE(msg->payload));
 }
 
-/* The route config's "body": "payload" (the default) or "envelope". */
+/*
+ * The route config's "body": "payload" (the default), "envelope" or
+ * "cloudevents".  In a transaction (see the file header).
+ */
 PublishBody
 publisher_config_body(Jsonb *config, const char *publisher)
 {
@@ -119,9 +249,21 @@ publisher_config_body(Jsonb *config, const char *publisher)
 		return PUBLISH_BODY_PAYLOAD;
 	if (strcmp(body, "envelope") == 0)
 		return PUBLISH_BODY_ENVELOPE;
+	if (strcmp(body, "cloudevents") == 0)
+	{
+		cloudevents_source_refresh();
+		return PUBLISH_BODY_CLOUDEVENTS;
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("route config field \"body\" of a %s route must be \"payload\" or \"envelope\"", publisher)));
+			 errmsg("route config field \"body\" of a %s route must be \"payload\", \"envelope\" or \"cloudevents\"", publisher)));
+}
+
+/* The media type of a body: CloudEvents' for cloudevents, else JSON. */
+const char *
+publisher_body_content_type(PublishBody body)
+{
+	return body == PUBLISH_BODY_CLOUDEVENTS ? CLOUDEVENTS_CONTENT_TYPE : "application/json";
 }
 
 /* The placeholders a name in a route's config may use. */
@@ -192,7 +334,8 @@ publisher_expand_placeholders(const char *template, const OutboxMessage *msg)
 /* Keys of the delivery policy, allowed in every route's config (routes.c). */
 static const char *const policy_keys[] = {
 	"ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms",
-	"rate_limit", "breaker_failures", "breaker_cooldown_ms", "breaker_max_cooldown_ms", NULL
+	"rate_limit", "ttl_ms", "fanout",
+	"breaker_failures", "breaker_cooldown_ms", "breaker_max_cooldown_ms", NULL
 };
 
 /* Is key (of len bytes) one of the NULL-ended list? */
@@ -346,6 +489,7 @@ publisher_set_outcome(PublishItem *item, PublishOutcome outcome, const char *fmt
 {
 	item->outcome = outcome;
 	item->error = NULL;
+	item->expired = false;
 	if (fmt)
 	{
 		StringInfoData buf;
@@ -365,6 +509,15 @@ publisher_set_outcome(PublishItem *item, PublishOutcome outcome, const char *fmt
 		}
 		item->error = buf.data;
 	}
+}
+
+/* The item is not published: its expiry passed (failed, "expired"). */
+void
+publisher_set_expired(PublishItem *item)
+{
+	item->outcome = PUBLISH_FAILED;
+	item->error = NULL;
+	item->expired = true;
 }
 
 /*

@@ -62,6 +62,8 @@ typedef struct PublishItem
 	bool		held_back;		/* not_sent by txoutbox's own choice (its
 								 * lease, its route's breaker): says nothing
 								 * of the endpoint */
+	bool		expired;		/* FAILED for its expiry (not sent); error, if
+								 * any, is its last attempt's */
 } PublishItem;
 
 typedef struct Publisher
@@ -118,14 +120,21 @@ extern const char *publisher_names(void);
 typedef enum PublishBody
 {
 	PUBLISH_BODY_PAYLOAD,		/* the message's payload (the default) */
-	PUBLISH_BODY_ENVELOPE		/* the JSON envelope (SPEC.md, notify) */
+	PUBLISH_BODY_ENVELOPE,		/* the JSON envelope (SPEC.md, notify) */
+	PUBLISH_BODY_CLOUDEVENTS	/* a CloudEvents 1.0 event in structured mode
+								 * (content type CLOUDEVENTS_CONTENT_TYPE) */
 } PublishBody;
+
+/* The media type of a body in PUBLISH_BODY_CLOUDEVENTS (JSON otherwise). */
+#define CLOUDEVENTS_CONTENT_TYPE "application/cloudevents+json"
 
 /* what publishers share (publisher.c) */
 extern void publisher_build_envelope(StringInfo buf, const OutboxMessage *msg,
 									 bool with_payload);
+extern void publisher_build_cloudevent(StringInfo buf, const OutboxMessage *msg, bool with_data);
 extern void publisher_build_body(StringInfo buf, const OutboxMessage *msg, PublishBody body);
 extern PublishBody publisher_config_body(Jsonb *config, const char *publisher);
+extern const char *publisher_body_content_type(PublishBody body);
 extern void publisher_check_placeholders(const char *template, const char *field,
 										 const char *publisher);
 extern char *publisher_expand_placeholders(const char *template, const OutboxMessage *msg);
@@ -139,5 +148,6 @@ extern bool try_in_subtransaction(void (*fn) (void *arg), void *arg, char **erro
 								  bool (*own_cancel) (void));
 extern void publisher_set_outcome(PublishItem *item, PublishOutcome outcome,
 								  const char *fmt,...) pg_attribute_printf(3, 4);
+extern void publisher_set_expired(PublishItem *item);
 
 #endif							/* TXOUTBOX_PUBLISHER_H */

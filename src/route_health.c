@@ -59,7 +59,9 @@ set_pause(FunctionCallInfo fcinfo, bool pause)
 		if (*plan == NULL || SPI_keepplan(*plan) != 0)
 			elog(ERROR, "txoutbox: could not prepare the pause of a route");
 	}
-	if (SPI_execute_plan(*plan, &id, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
+	/* no row limit: it would stop the statement before its AFTER STATEMENT
+	 * trigger (routes_changed, fanout.c) fires */
+	if (SPI_execute_plan(*plan, &id, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "txoutbox: could not pause or resume the route");
 	if (SPI_processed == 0)
 		ereport(ERROR,

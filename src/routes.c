@@ -11,6 +11,11 @@
  * dispatcher), _route_index (the claim's per-route policy) and route_for()
  * (the stats view) all use it.
  *
+ * Fan-out routes ("fanout": true) are subscriptions, outside that rule:
+ * each one that matches a topic gets a copy of its own of every message
+ * enqueued on it (fanout.c), bound to it by route_id, and is never chosen
+ * by topic (the SQL side passes their patterns as NULL to _route_index).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -87,6 +92,20 @@ policy_int(Jsonb *config, const char *key, int64 min, int64 max, int64 dflt)
 	return v;
 }
 
+/*
+ * Is config a fan-out route's ("fanout": true)?  Never raises: a route
+ * whose config is otherwise broken is still known for what it is.
+ */
+bool
+route_config_is_fanout(Jsonb *config)
+{
+	JsonbValue	v;
+
+	return JB_ROOT_IS_OBJECT(config) && !JB_ROOT_IS_SCALAR(config) &&
+		getKeyJsonValueFromContainer(&config->root, "fanout", 6, &v) &&
+		v.type == jbvBool && v.val.boolean;
+}
+
 /* The policy of a route whose config sets none: the settings apply. */
 void
 route_policy_default(RoutePolicy *policy)
@@ -96,6 +115,8 @@ route_policy_default(RoutePolicy *policy)
 	policy->retry_base_delay_ms = -1;
 	policy->retry_max_delay_ms = -1;
 	policy->rate_limit = 0;
+	policy->ttl_ms = 0;
+	policy->fanout = false;
 	policy->breaker_failures = -1;
 	policy->breaker_cooldown_ms = 0;
 	policy->breaker_max_cooldown_ms = 0;
@@ -137,6 +158,8 @@ route_policy_parse(Jsonb *config, RoutePolicy *policy)
 					 errmsg("route config field \"rate_limit\" must be above 0 and at most 1000000")));
 		policy->rate_limit = rate;
 	}
+	policy->ttl_ms = policy_int(config, "ttl_ms", 1, ROUTE_MAX_TTL_MS, 0);
+	(void) jsonb_config_bool(config, "fanout", &policy->fanout);
 	policy->breaker_failures = (int32) policy_int(config, "breaker_failures", 0, 1000000, -1);
 	policy->breaker_cooldown_ms = (int32) policy_int(config, "breaker_cooldown_ms", 1, INT_MAX, 0);
 	policy->breaker_max_cooldown_ms = (int32) policy_int(config, "breaker_max_cooldown_ms", 1, INT_MAX, 0);
@@ -189,7 +212,9 @@ add_route(FunctionCallInfo fcinfo)
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "txoutbox: could not prepare add_route");
 	}
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+	/* no row limit: it would stop the statement before its AFTER STATEMENT
+	 * trigger (routes_changed, fanout.c) fires */
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "txoutbox: add_route insert failed");
 	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
 	SPI_finish();
@@ -261,6 +286,14 @@ text_array(char **strings, int n)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/* An int8[] Datum of n int8 Datums, allocated in the current context. */
+static Datum
+int8_array(Datum *ids, int n)
+{
+	return PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
 /*
  * Load the enabled routes into set, allocated in cxt.  A route whose
  * publisher is unknown or whose config no longer parses (say, its function
@@ -276,10 +309,14 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	char	  **prefixes;
 	char	  **all_exact;
 	char	  **all_prefixes;
+	Datum	   *fanout_ids;
+	Datum	   *all_fanout_ids;
 	int			nexact = 0;
 	int			nprefix = 0;
 	int			nall_exact = 0;
 	int			nall_prefix = 0;
+	int			nfanout = 0;
+	int			nall_fanout = 0;
 	uint64		i;
 
 	if (SPI_execute("SELECT id, topic_pattern, publisher, config, paused_at IS NOT NULL"
@@ -295,6 +332,8 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	prefixes = palloc(sizeof(char *) * Max(set->n, 1));
 	all_exact = palloc(sizeof(char *) * Max(set->n, 1));
 	all_prefixes = palloc(sizeof(char *) * Max(set->n, 1));
+	fanout_ids = palloc(sizeof(Datum) * Max(set->n, 1));
+	all_fanout_ids = palloc(sizeof(Datum) * Max(set->n, 1));
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -311,6 +350,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		publisher = SPI_getvalue(tup, desc, 3);
 		r->config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 		r->paused = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		r->fanout = route_config_is_fanout(r->config);
 		r->room = 0;
 		route_policy_default(&r->policy);
 		len = strlen(r->pattern);
@@ -334,7 +374,9 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		}
 
 		is_prefix = len > 0 && r->pattern[len - 1] == '*';
-		if (is_prefix)
+		if (r->fanout)
+			all_fanout_ids[nall_fanout++] = Int64GetDatum(r->id);
+		else if (is_prefix)
 			all_prefixes[nall_prefix++] = pnstrdup(r->pattern, len - 1);
 		else
 			all_exact[nall_exact++] = r->pattern;
@@ -359,6 +401,8 @@ routes_load(RouteSet *set, MemoryContext cxt)
 			set->room = INT_MAX;	/* its messages fail with the reason */
 		if (r->broken == NULL && r->room == 0)
 			;
+		else if (r->fanout)
+			fanout_ids[nfanout++] = Int64GetDatum(r->id);
 		else if (is_prefix)
 			prefixes[nprefix++] = all_prefixes[nall_prefix - 1];
 		else
@@ -366,8 +410,10 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	}
 	set->exact = text_array(exact, nexact);
 	set->prefixes = text_array(prefixes, nprefix);
+	set->fanout_ids = int8_array(fanout_ids, nfanout);
 	set->all_exact = text_array(all_exact, nall_exact);
 	set->all_prefixes = text_array(all_prefixes, nall_prefix);
+	set->all_fanout_ids = int8_array(all_fanout_ids, nall_fanout);
 	MemoryContextSwitchTo(old);
 }
 
@@ -390,7 +436,7 @@ route_match_rank(const char *pattern, int plen, const char *topic, int tlen)
 	return ROUTE_NO_MATCH;
 }
 
-/* The most specific route for topic, or NULL. */
+/* The most specific route for topic (fan-out routes aside), or NULL. */
 OutboxRoute *
 routes_match(const RouteSet *set, const char *topic)
 {
@@ -402,7 +448,11 @@ routes_match(const RouteSet *set, const char *topic)
 	for (i = 0; i < set->n; i++)
 	{
 		OutboxRoute *r = &set->routes[i];
-		int			rank = route_match_rank(r->pattern, strlen(r->pattern), topic, tlen);
+		int			rank;
+
+		if (r->fanout)
+			continue;
+		rank = route_match_rank(r->pattern, strlen(r->pattern), topic, tlen);
 
 		if (rank > best_rank)
 		{
@@ -411,6 +461,35 @@ routes_match(const RouteSet *set, const char *topic)
 		}
 	}
 	return best;
+}
+
+/*
+ * The route of a message: its fan-out route when it is a copy bound to one
+ * (route_id, or NULL when that route is not enabled), else the most
+ * specific route of its topic.
+ */
+OutboxRoute *
+routes_for_message(const RouteSet *set, const char *topic, int64 route_id)
+{
+	if (route_id == 0)
+		return routes_match(set, topic);
+	for (int i = 0; i < set->n; i++)
+		if (set->routes[i].id == route_id)
+			return &set->routes[i];
+	return NULL;
+}
+
+/* Does any enabled route, a fan-out route or not, take topic's messages? */
+bool
+routes_any_match(const RouteSet *set, const char *topic)
+{
+	int			tlen = strlen(topic);
+
+	for (int i = 0; i < set->n; i++)
+		if (route_match_rank(set->routes[i].pattern, strlen(set->routes[i].pattern),
+							 topic, tlen) != ROUTE_NO_MATCH)
+			return true;
+	return false;
 }
 
 /*

@@ -18,8 +18,9 @@ struct Publisher;
 /*
  * Delivery policy any route's config may set, whatever its publisher:
  * "ordered", "max_attempts", "retry_base_delay_ms", "retry_max_delay_ms",
- * "rate_limit", and for network publishers the circuit breaker's
- * "breaker_failures", "breaker_cooldown_ms", "breaker_max_cooldown_ms".
+ * "rate_limit", "ttl_ms", "fanout", and for network publishers the circuit
+ * breaker's "breaker_failures", "breaker_cooldown_ms",
+ * "breaker_max_cooldown_ms".
  */
 typedef struct RoutePolicy
 {
@@ -28,6 +29,9 @@ typedef struct RoutePolicy
 	int64		retry_base_delay_ms;	/* < 0: txoutbox.retry_base_delay */
 	int64		retry_max_delay_ms; /* < 0: txoutbox.retry_max_delay */
 	double		rate_limit;		/* messages per second; 0: none */
+	int64		ttl_ms;			/* not published later than this after
+								 * created_at; 0: no limit */
+	bool		fanout;			/* a subscription (see OutboxRoute.fanout) */
 	int32		breaker_failures;	/* < 0: txoutbox.breaker_failures; 0: off */
 	int32		breaker_cooldown_ms;	/* 0: txoutbox.breaker_cooldown */
 	int32		breaker_max_cooldown_ms;	/* 0: txoutbox.breaker_max_cooldown */
@@ -40,6 +44,11 @@ typedef struct OutboxRoute
 	char	   *pattern;
 	const struct Publisher *publisher;
 	Jsonb	   *config;
+	bool		fanout;			/* "fanout": true: a subscription.  Its
+								 * messages are copies made for it at
+								 * enqueue (route_id), never routed by
+								 * topic; read from the config even when
+								 * the rest of it is broken */
 	RoutePolicy policy;			/* delivery policy from the config */
 	void	   *parsed;			/* what the publisher's parse_config returned */
 	char	   *broken;			/* why the route cannot be used, or NULL */
@@ -56,9 +65,11 @@ typedef struct RouteSet
 	/* what a round may claim: the routes that have room now */
 	Datum		exact;			/* text[] of exact patterns */
 	Datum		prefixes;		/* text[] of the prefixes of prefix patterns */
+	Datum		fanout_ids;		/* int8[] of fan-out routes (their copies) */
 	/* the same for every enabled route */
 	Datum		all_exact;
 	Datum		all_prefixes;
+	Datum		all_fanout_ids;
 	int64		room;			/* sum of the routes' room, or INT_MAX */
 	TimestampTz next_unblock;	/* when a route with no room may get some, or 0 */
 } RouteSet;
@@ -69,11 +80,17 @@ typedef struct RouteSet
  * prefix beats a shorter one).
  */
 #define ROUTE_NO_MATCH	(-1)
+
+/* the longest "ttl_ms" a route may set: ten years */
+#define ROUTE_MAX_TTL_MS	INT64CONST(315360000000)
 extern int	route_match_rank(const char *pattern, int plen, const char *topic, int tlen);
 
 extern void route_policy_default(RoutePolicy *policy);
 extern void route_policy_parse(Jsonb *config, RoutePolicy *policy);
 extern void routes_load(RouteSet *set, MemoryContext cxt);
 extern OutboxRoute *routes_match(const RouteSet *set, const char *topic);
+extern OutboxRoute *routes_for_message(const RouteSet *set, const char *topic, int64 route_id);
+extern bool routes_any_match(const RouteSet *set, const char *topic);
+extern bool route_config_is_fanout(Jsonb *config);
 
 #endif							/* TXOUTBOX_ROUTES_H */

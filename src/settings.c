@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 
 #include "settings.h"
+#include "trace_context.h"
 
 char	   *txoutbox_database = NULL;
 int			txoutbox_workers = 1;
@@ -33,6 +34,39 @@ int			txoutbox_breaker_max_cooldown_ms = 60000;
 char	   *txoutbox_http_allowed_hosts = NULL;
 char	   *txoutbox_tenant_id = NULL;
 char	   *txoutbox_fault_injection = NULL;
+char	   *txoutbox_traceparent = NULL;
+char	   *txoutbox_tracestate = NULL;
+char	   *txoutbox_cloudevents_source = NULL;
+
+/* txoutbox.traceparent: empty, or a W3C traceparent. */
+static bool
+check_traceparent(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = trace_traceparent_problem(*newval, strlen(*newval));
+	if (problem == NULL)
+		return true;
+	GUC_check_errdetail("%s", problem);
+	return false;
+}
+
+/* txoutbox.tracestate: empty, or a W3C tracestate. */
+static bool
+check_tracestate(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = trace_tracestate_problem(*newval, strlen(*newval));
+	if (problem == NULL)
+		return true;
+	GUC_check_errdetail("%s", problem);
+	return false;
+}
 
 
 /* The GUCs of SPEC.md, each with the context its use calls for. */
@@ -99,6 +133,19 @@ settings_define(void)
 							   "Comma-separated host names webhook routes may point to; empty allows any.",
 							   NULL, &txoutbox_http_allowed_hosts, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("txoutbox.cloudevents_source",
+							   "The source attribute of the CloudEvents routes with \"body\": \"cloudevents\" send; empty: /txoutbox/<database>.",
+							   NULL, &txoutbox_cloudevents_source, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("txoutbox.traceparent",
+							   "W3C traceparent that enqueue() stores with the messages it makes (unless their headers have one); usually SET LOCAL.",
+							   NULL, &txoutbox_traceparent, "",
+							   PGC_USERSET, GUC_NOT_IN_SAMPLE, check_traceparent, NULL, NULL);
+	DefineCustomStringVariable("txoutbox.tracestate",
+							   "W3C tracestate stored with txoutbox.traceparent.",
+							   NULL, &txoutbox_tracestate, "",
+							   PGC_USERSET, GUC_NOT_IN_SAMPLE, check_tracestate, NULL, NULL);
 
 	DefineCustomStringVariable("txoutbox.tenant_id",
 							   "Tenant the session is bound to: its txoutbox calls see and act on that tenant's messages only.",

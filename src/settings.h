@@ -12,7 +12,8 @@
 #define TXOUTBOX_MAX_WORKERS		32
 #define TXOUTBOX_MAX_CLAIM			10000	/* batch_size, claim()'s max_messages */
 #define TXOUTBOX_MAX_TOPIC_LEN		255
-#define TXOUTBOX_MAX_KEY_BYTES		1024	/* message_key is indexed */
+#define TXOUTBOX_MAX_KEY_BYTES		1024	/* message_key and idempotency_key
+											 * are indexed */
 #define TXOUTBOX_ERROR_LEN			512 /* last_error kept in shared memory */
 
 extern char *txoutbox_database;
@@ -32,6 +33,9 @@ extern int	txoutbox_breaker_max_cooldown_ms;
 extern char *txoutbox_http_allowed_hosts;
 extern char *txoutbox_tenant_id;
 extern char *txoutbox_fault_injection;
+extern char *txoutbox_traceparent;
+extern char *txoutbox_tracestate;
+extern char *txoutbox_cloudevents_source;
 
 extern void settings_define(void);
 extern const char *settings_bound_tenant(void);

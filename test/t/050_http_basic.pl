@@ -65,7 +65,7 @@ my @bad = (
 	[ 'header bad name', qq{{"url": "$sink->{url}/x", "headers": {"X A": "b"}}}, qr/not a valid HTTP header name/ ],
 	[ 'header CRLF', qq{{"url": "$sink->{url}/x", "headers": {"X-A": "b\\r\\nX-Evil: 1"}}}, qr/CR, LF or NUL/ ],
 	[ 'reserved header', qq{{"url": "$sink->{url}/x", "headers": {"Webhook-Signature": "v1,forged"}}}, qr/cannot be set by an http route/ ],
-	[ 'bad body', qq{{"url": "$sink->{url}/x", "body": "row"}}, qr/must be "payload" or "envelope"/ ],
+	[ 'bad body', qq{{"url": "$sink->{url}/x", "body": "row"}}, qr/must be "payload", "envelope" or "cloudevents"/ ],
 	[ 'config not object', qq{"http://127.0.0.1/"}, qr/must be a JSON object/ ],);
 for my $b (@bad)
 {

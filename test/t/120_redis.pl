@@ -85,7 +85,7 @@ my @bad = (
 	[ { url => $url, timeout_ms => 0 }, qr/timeout_ms of a redis route must be between 1 and/ ],
 	[ { url => $url, max_in_flight => 0 }, qr/max_in_flight of a redis route must be between 1 and/ ],
 	[ { url => $url, max_in_flight => 1.5 }, qr/"max_in_flight" must be an integer/ ],
-	[ { url => $url, body => 'xml' }, qr/"body" of a redis route must be "payload" or "envelope"/ ],
+	[ { url => $url, body => 'xml' }, qr/"body" of a redis route must be "payload", "envelope" or "cloudevents"/ ],
 	[ { url => $url, headers => [1] }, qr/"headers" must be a JSON object of strings/ ],
 	[ { url => $url, headers => { a => 1 } }, qr/"headers" must be a JSON object of strings/ ],
 	[ { url => $url, exchange => 'x' }, qr/unknown field "exchange"/ ],);
