@@ -179,7 +179,7 @@ my @bad_configs = (
 	[ qq{{"url": "$url", "exchange": "x", "headers": ["a"]}}, qr/must be a JSON object of strings/ ],
 	[ qq{{"url": "$url", "exchange": "x", "headers": {"a": 1}}}, qr/must be a JSON object of strings/ ],
 	[ qq{{"url": "$url", "exchange": "x", "headers": {"txoutbox-topic": "t"}}}, qr/cannot be set by an amqp route/ ],
-	[ qq{{"url": "$url", "exchange": "x", "body": "raw"}}, qr/must be "payload" or "envelope"/ ],
+	[ qq{{"url": "$url", "exchange": "x", "body": "raw"}}, qr/must be "payload", "envelope" or "cloudevents"/ ],
 	[ qq{{"url": "$url", "exchange": "x", "subject": "s"}}, qr/unknown field "subject"/ ],
 	[ qq{{"url": "$url", "exchange": "x" , "exchange2": "$password"}}, qr/unknown field/ ],
 	[ qq{{"url": "$url", "exchange": "$long_name"}}, qr/"exchange" of an amqp route is longer than 255 bytes/ ]);
