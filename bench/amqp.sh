@@ -103,7 +103,7 @@ done
 txo=$(bench_median "${txo_runs[@]}")
 base=$(bench_median "${base_runs[@]}")
 cpu=$(bench_median "${cpus[@]}")
-bench_result "9. amqp publish to RabbitMQ $rabbit_version, $N persistent msgs with confirms" "$txo" "msg/s" \
+bench_result "11. amqp publish to RabbitMQ $rabbit_version, $N persistent msgs with confirms" "$txo" "msg/s" \
 	"plain rabbitmq-c client, confirms, same window ($WINDOW msgs / 1 MB)" "$base" "$(bench_ratio "$txo" "$base")" \
 	">= 0.5" "commit to all succeeded; median of $REPS; runs: txoutbox ${txo_runs[*]}, client ${base_runs[*]}; worker CPU ${cpu}%; durable classic queue; fsync=$FSYNC"
 

@@ -131,7 +131,7 @@ done
 rate=$(bench_median "${ours[@]}")
 ceiling=$(bench_median "${base[@]}")
 cpu=$(bench_median "${cpus[@]}")
-bench_result "9. NATS JetStream dispatch, $N msgs, max_in_flight $MAX_IN_FLIGHT" "$rate" "msg/s" \
+bench_result "10. NATS JetStream dispatch, $N msgs, max_in_flight $MAX_IN_FLIGHT" "$rate" "msg/s" \
 	"plain libnats client, same messages, async PubAcks, same max in flight" "$ceiling" \
 	"$(bench_ratio "$rate" "$ceiling")" ">= 20000 and >= 0.5" \
 	"median of $REPS; runs: txoutbox ${ours[*]}, baseline ${base[*]}; worker CPU ${cpu}%; batch_size $BATCH_SIZE; fsync=$FSYNC"

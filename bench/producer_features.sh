@@ -77,13 +77,13 @@ note="pgbench -M prepared, 1 client, ${DURATION}s x $REPS interleaved, median; f
 nokey=$(bench_median ${tps[nokey]})
 newkey=$(bench_median ${tps[newkey]})
 samekey=$(bench_median ${tps[samekey]})
-bench_result "10. enqueue with a new idempotency key each call" "$newkey" "txn/s" \
+bench_result "12. enqueue with a new idempotency key each call" "$newkey" "txn/s" \
 	"enqueue without a key" "$nokey" "$(bench_ratio "$newkey" "$nokey")" ">= 0.8" "$note"
-bench_result "10. enqueue with a key already taken (returns the message)" "$samekey" "txn/s" \
+bench_result "12. enqueue with a key already taken (returns the message)" "$samekey" "txn/s" \
 	"enqueue without a key" "$nokey" "$(bench_ratio "$samekey" "$nokey")" "-" "writes nothing"
 fan3=$(bench_median ${tps[fan3]})
 single3=$(bench_median ${tps[single3]})
-bench_result "11a. enqueue fanned out to 3 routes (3 rows per call)" \
+bench_result "13a. enqueue fanned out to 3 routes (3 rows per call)" \
 	"$(python3 -c "print(round($fan3*3))")" "rows/s" \
 	"3 enqueues on 3 single-route topics, one txn" "$(python3 -c "print(round($single3*3))")" \
 	"$(bench_ratio "$fan3" "$single3")" ">= 0.9" "$note"
@@ -126,7 +126,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 fan=$(bench_median ${rps[fan]})
 single=$(bench_median ${rps[single]})
-bench_result "11b. dispatch, $N messages x 3 fan-out notify routes" "$fan" "rows/s" \
+bench_result "13b. dispatch, $N messages x 3 fan-out notify routes" "$fan" "rows/s" \
 	"$((3 * N)) messages on 3 single-route topics" "$single" "$(bench_ratio "$fan" "$single")" ">= 0.9" \
 	"1 worker, batch_size 1000, commit to last succeeded (updated_at); fsync=$FSYNC; median of $REPS; runs: fan${rps[fan]}, single${rps[single]}"
 
