@@ -12,22 +12,24 @@
 # measured: raw pg_notify of N envelopes in transactions of BATCH, no table
 # (the ceiling of NOTIFY and of this listener).
 #
-# Worker: txoutbox.workers = 1, txoutbox.batch_size = each of BATCHES.
+# Worker: txoutbox.workers = WORKERS (default 1), txoutbox.batch_size = each of
+# BATCHES (the worker CPU figure is the first dispatcher's).
 # Each variant runs NOTIFY_REPS times (default 3) interleaved; the median is
 # reported, with every run in the note (the claim's plan changes when
 # autovacuum analyzes the table, so runs can differ by 5x).
-# Env: N, BATCHES (default "500 1000"), NOTIFY_REPS, FSYNC (default on).
+# Env: N, BATCHES (default "500 1000"), NOTIFY_REPS, FSYNC (default on), WORKERS.
 . "$(dirname "$0")/lib.sh"
 
 N=${N:-100000}
 BATCHES=${BATCHES:-500 1000}
 REPS=${NOTIFY_REPS:-3}
 FSYNC=${FSYNC:-on}
+WORKERS=${WORKERS:-1}
 export BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}
 
 bench_results_init
 bench_install
-bench_start notify "fsync = $FSYNC" "txoutbox.workers = 1"
+bench_start notify "fsync = $FSYNC" "txoutbox.workers = $WORKERS"
 
 bench_psql <<'EOF'
 SELECT txoutbox.add_route('bench.notify', 'notify', '{"channel": "bench"}') IS NOT NULL;
@@ -157,7 +159,7 @@ done
 for b in $BATCHES; do
 	tx=$(bench_median ${rate[tx.$b]})
 	lp=$(bench_median ${rate[loop.$b]})
-	bench_result "2. NOTIFY dispatch, $N msgs, batch_size $b, 1 worker" "$tx" "msg/s" \
+	bench_result "2. NOTIFY dispatch, $N msgs, batch_size $b, $WORKERS worker(s)" "$tx" "msg/s" \
 		"SQL loop: claim $b (SKIP LOCKED) + pg_notify + mark, COMMIT per batch" "$lp" \
 		"$(bench_ratio "$tx" "$lp")" ">= 0.67" \
 		"commit to last received; worker CPU $(bench_median ${cpu[tx.$b]})%; fsync=$FSYNC; median of $REPS; runs: txoutbox$(printf ' %.0f' ${rate[tx.$b]}), loop$(printf ' %.0f' ${rate[loop.$b]})"
