@@ -239,6 +239,9 @@ finish_request(NetRequest *req, PublishOutcome outcome, int64 retry_after_ms, bo
 	req->item.held_back = held_back;
 	req->item.expired = expired;
 	req->item.error = NULL;
+	/* every dispatcher holds the route from now on, not from our next round */
+	if (outcome == PUBLISH_RETRY)
+		route_state_hold(&req->route, retry_after_ms);
 }
 
 /* Record req's outcome (the error formatted in req's memory) and move it to done. */

@@ -338,8 +338,31 @@ route_state_blocked(const OutboxRoute *route)
 }
 
 /*
+ * An endpoint of route answered "come back in retry_after_ms" (Retry-After):
+ * hold the whole route until then (capped by txoutbox.retry_max_delay).
+ * Called the moment the answer is read, so that no dispatcher starts
+ * another request of the route in between.
+ */
+void
+route_state_hold(const OutboxRoute *route, int64 retry_after_ms)
+{
+	TimestampTz until;
+	RouteState *e;
+
+	if (retry_after_ms <= 0)
+		return;
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										Min(retry_after_ms, (int64) txoutbox_retry_max_delay_ms));
+	LWLockAcquire(route_state_lock, LW_EXCLUSIVE);
+	e = entry_for(route);
+	if (e != NULL)
+		e->hold_until = Max(e->hold_until, until);
+	LWLockRelease(route_state_lock);
+}
+
+/*
  * Count a finished message's outcome in its route's state (see the file
- * header): the breaker of network routes, and an endpoint's Retry-After.
+ * header): the breaker of network routes.
  */
 void
 route_state_record(const PublishItem *item)
@@ -352,7 +375,7 @@ route_state_record(const PublishItem *item)
 	if (route == NULL || item->outcome == PUBLISH_IN_FLIGHT)
 		return;
 	threshold = breaker_failures(route);
-	if (threshold == 0 && item->retry_after_ms <= 0)
+	if (threshold == 0)
 		return;
 	now = GetCurrentTimestamp();
 	LWLockAcquire(route_state_lock, LW_EXCLUSIVE);
@@ -362,52 +385,45 @@ route_state_record(const PublishItem *item)
 		LWLockRelease(route_state_lock);
 		return;
 	}
-	if (item->outcome == PUBLISH_RETRY && item->retry_after_ms > 0)
-		e->hold_until = Max(e->hold_until,
-							TimestampTzPlusMilliseconds(now, Min(item->retry_after_ms,
-																 (int64) txoutbox_retry_max_delay_ms)));
-	if (threshold > 0)
+	if (item->outcome == PUBLISH_RETRY && item->held_back)
 	{
-		if (item->outcome == PUBLISH_RETRY && item->held_back)
+		/* held back by txoutbox itself: says nothing of the endpoint */
+		if (e->breaker == BREAKER_HALF_OPEN)
+			e->probe_until = 0;
+	}
+	else if (item->outcome == PUBLISH_RETRY)
+	{
+		e->failures++;
+		if (item->error)
+			strlcpy(e->last_error, item->error, sizeof(e->last_error));
+		if (e->breaker == BREAKER_HALF_OPEN)
 		{
-			/* held back by txoutbox itself: says nothing of the endpoint */
-			if (e->breaker == BREAKER_HALF_OPEN)
-				e->probe_until = 0;
+			/* the probe failed: open again, for longer */
+			e->breaker = BREAKER_OPEN;
+			e->since = now;
+			e->cooldown_ms = Min((int64) Max(e->cooldown_ms, cooldown_base_ms(route)) * 2,
+								 cooldown_max_ms(route));
+			e->next_probe = TimestampTzPlusMilliseconds(now, e->cooldown_ms);
+			e->probe_until = 0;
 		}
-		else if (item->outcome == PUBLISH_RETRY)
+		else if (e->breaker == BREAKER_CLOSED && e->failures >= threshold)
 		{
-			e->failures++;
-			if (item->error)
-				strlcpy(e->last_error, item->error, sizeof(e->last_error));
-			if (e->breaker == BREAKER_HALF_OPEN)
-			{
-				/* the probe failed: open again, for longer */
-				e->breaker = BREAKER_OPEN;
-				e->since = now;
-				e->cooldown_ms = Min((int64) Max(e->cooldown_ms, cooldown_base_ms(route)) * 2,
-									 cooldown_max_ms(route));
-				e->next_probe = TimestampTzPlusMilliseconds(now, e->cooldown_ms);
-				e->probe_until = 0;
-			}
-			else if (e->breaker == BREAKER_CLOSED && e->failures >= threshold)
-			{
-				e->breaker = BREAKER_OPEN;
-				e->since = now;
-				e->cooldown_ms = cooldown_base_ms(route);
-				e->next_probe = TimestampTzPlusMilliseconds(now, e->cooldown_ms);
-			}
+			e->breaker = BREAKER_OPEN;
+			e->since = now;
+			e->cooldown_ms = cooldown_base_ms(route);
+			e->next_probe = TimestampTzPlusMilliseconds(now, e->cooldown_ms);
 		}
-		else
+	}
+	else
+	{
+		/* the endpoint answered (a success, or a refusal of one message) */
+		e->failures = 0;
+		if (e->breaker != BREAKER_CLOSED)
 		{
-			/* the endpoint answered (a success, or a refusal of one message) */
-			e->failures = 0;
-			if (e->breaker != BREAKER_CLOSED)
-			{
-				e->breaker = BREAKER_CLOSED;
-				e->since = now;
-				e->cooldown_ms = 0;
-				e->probe_until = 0;
-			}
+			e->breaker = BREAKER_CLOSED;
+			e->since = now;
+			e->cooldown_ms = 0;
+			e->probe_until = 0;
 		}
 	}
 	LWLockRelease(route_state_lock);

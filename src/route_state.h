@@ -41,6 +41,7 @@ extern void route_state_shmem_init(void);
 extern int	route_state_room(const OutboxRoute *route, TimestampTz *next_change);
 extern int	route_state_take(const OutboxRoute *route, int n);
 extern const char *route_state_blocked(const OutboxRoute *route);
+extern void route_state_hold(const OutboxRoute *route, int64 retry_after_ms);
 extern void route_state_record(const PublishItem *item);
 extern void route_state_health(const OutboxRoute *route, RouteHealth *health);
 
