@@ -20,6 +20,7 @@ OBJS = \
 	src/dispatch_session.o \
 	src/dispatch_worker.o \
 	src/launcher.o \
+	src/ddl_watch.o \
 	src/dispatcher.o \
 	src/worker_status.o \
 	src/publisher.o \

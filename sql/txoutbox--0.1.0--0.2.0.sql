@@ -96,6 +96,23 @@ UPDATE pg_catalog.pg_proc p
    AND n.oid OPERATOR(pg_catalog.=) 'txoutbox._enqueue_0_2_0(text,jsonb,text,jsonb,text,text,text,timestamptz,integer,text,timestamptz)'::pg_catalog.regprocedure;
 DROP FUNCTION txoutbox._enqueue_0_2_0(text, jsonb, text, jsonb, text, text, text, timestamptz, integer, text, timestamptz);
 
+-- worker_status() shows each dispatcher's database (one installation serves
+-- every database).  Its result columns cannot change in place either: like
+-- enqueue, it keeps its identity and is given those of a function made here.
+-- (A view a user built on the old columns must be dropped and made again.)
+CREATE FUNCTION txoutbox._worker_status_0_2_0()
+RETURNS TABLE (worker integer, pid integer, state text, started_at timestamptz,
+               last_round_at timestamptz, rounds bigint, published bigint,
+               failed bigint, last_error text, database name)
+    AS 'MODULE_PATHNAME', 'txoutbox_worker_status'
+    LANGUAGE C VOLATILE;
+UPDATE pg_catalog.pg_proc p
+   SET proallargtypes = n.proallargtypes, proargmodes = n.proargmodes, proargnames = n.proargnames
+  FROM pg_catalog.pg_proc n
+ WHERE p.oid OPERATOR(pg_catalog.=) 'txoutbox.worker_status()'::pg_catalog.regprocedure
+   AND n.oid OPERATOR(pg_catalog.=) 'txoutbox._worker_status_0_2_0()'::pg_catalog.regprocedure;
+DROP FUNCTION txoutbox._worker_status_0_2_0();
+
 -- Reading -------------------------------------------------------------------
 
 -- The destinations of a message: every copy of the message that id is a

@@ -544,10 +544,12 @@ RETURNS TABLE (claimed integer, succeeded integer, retried integer, failed integ
     LANGUAGE C VOLATILE
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
+-- One row per dispatcher slot in use, of every database served (worker is
+-- the slot's number in its database).
 CREATE FUNCTION txoutbox.worker_status()
 RETURNS TABLE (worker integer, pid integer, state text, started_at timestamptz,
                last_round_at timestamptz, rounds bigint, published bigint,
-               failed bigint, last_error text)
+               failed bigint, last_error text, database name)
     AS 'MODULE_PATHNAME', 'txoutbox_worker_status'
     LANGUAGE C VOLATILE;
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * dispatcher.c
- *	  A dispatcher: the background worker that serves txoutbox.database,
- *	  started by the launcher into one of the shared worker slots.
+ *	  A dispatcher: a background worker that serves one database, started
+ *	  by the launcher into one of the slots of that database's entry in
+ *	  shared memory (launcher.c).
  *
  * It loops: a round (dispatch_worker.c), retention, then one wait
  * (netpub_wait) on its latch, the network publishers' sockets and timers,
@@ -10,8 +11,14 @@
  * finishes (its outcome is then recorded at once), a network route that
  * was full has room again, the next delayed or retrying message is due,
  * or txoutbox.poll_interval passes.  It runs a
- * full round at least once a second to notice a DROP DATABASE (or rename)
- * waiting for it, and then exits so the drop is not blocked.  Errors are
+ * full round at least once a second (every LEAVE_CHECK_MS for a while
+ * after ddl_watch.c saw such a command come) to notice a DROP DATABASE,
+ * rename or CREATE DATABASE ... TEMPLATE waiting for it, and then exits so
+ * the command is not blocked; while it backs off after errors it still
+ * looks that often.  It exits too when its database is no longer served or
+ * needs fewer dispatchers, and, under txoutbox.database = '*', when the
+ * extension is not installed (the launcher starts it again after a CREATE
+ * EXTENSION).  Errors are
  * logged (once while they repeat), recorded for worker_status(), and
  * followed by a growing pause; they never end the process.  SIGTERM exits
  * at the next interrupt check, SIGHUP reloads the settings.
@@ -71,6 +78,7 @@
 #include "worker.h"
 
 #define DROP_CHECK_INTERVAL_MS	1000
+#define LEAVE_CHECK_MS			20	/* while a DROP DATABASE may come */
 #define ERROR_DELAY_MAX_MS		30000
 #define PURGE_BATCH				1000
 #define PURGE_MAX_BATCHES		20
@@ -85,19 +93,23 @@ typedef struct DispatcherState
 								 * extension, 2 another version */
 	TimestampTz next_purge;
 	TimestampTz next_round;		/* run a full round by then at the latest */
+	TimestampTz next_leave_check;	/* look for a DROP DATABASE by then */
 	/* messages to publish one at a time (see the file header) */
 	pg_uuid_t  *suspects;		/* in TopMemoryContext */
 	int			nsuspects;
 	int			next_suspect;
 } DispatcherState;
 
-static int	my_slot = -1;
+static DatabaseEntry *my_entry = NULL;	/* our database's entry */
+static WorkerSlot *my_ws = NULL;	/* our slot in it */
+static int	my_worker = -1;		/* its number in the entry */
+static char my_dbname[NAMEDATALEN];
 
 /* Set this dispatcher's state (and error text, when given) in its slot. */
 static void
 set_worker_state(WorkerState state, const char *error)
 {
-	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+	WorkerSlot *slot = my_ws;
 
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
 	slot->state = state;
@@ -111,16 +123,33 @@ pg_noreturn static void
 exit_on_purpose(void)
 {
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
-	txoutbox_shared->workers[my_slot].stopped_on_purpose = true;
+	my_ws->stopped_on_purpose = true;
 	LWLockRelease(txoutbox_shared->lock);
 	proc_exit(0);
+}
+
+/* Exit on purpose when our database is no longer served, or needs fewer dispatchers. */
+static void
+exit_when_unwanted(void)
+{
+	if (my_entry->dboid != MyDatabaseId || my_worker >= my_entry->wanted ||
+		my_worker >= txoutbox_workers)
+		exit_on_purpose();		/* the launcher starts what is wanted now */
+}
+
+/* How long until the next look for a DROP DATABASE (see the file header). */
+static long
+leave_check_ms(void)
+{
+	return my_entry->leave_watch_until > GetCurrentTimestamp() ?
+		LEAVE_CHECK_MS : DROP_CHECK_INTERVAL_MS;
 }
 
 /* Clear this dispatcher's slot on exit. */
 static void
 release_slot(int code, Datum arg)
 {
-	WorkerSlot *slot = &txoutbox_shared->workers[DatumGetInt32(arg)];
+	WorkerSlot *slot = my_ws;
 
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
 	slot->latch = NULL;
@@ -129,17 +158,62 @@ release_slot(int code, Datum arg)
 	LWLockRelease(txoutbox_shared->lock);
 }
 
-/* Is a DROP DATABASE (or rename) waiting for us to leave?  In a transaction. */
-static bool
-database_being_dropped(void)
+/*
+ * Exit when a DROP DATABASE, rename or copy of our database waits for us
+ * to leave.  In a transaction, which it commits before leaving.
+ */
+static void
+leave_if_database_busy(DispatcherState *st)
 {
-	LOCKTAG		tag;
+	st->next_leave_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), leave_check_ms());
+	if (!worker_database_busy(MyDatabaseId))
+		return;
+	CommitTransactionCommand();
+	ereport(LOG,
+			(errmsg("txoutbox: database \"%s\" is being dropped, renamed or copied; worker exits",
+					my_dbname)));
+	exit_on_purpose();
+}
 
-	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
-	if (LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
-		return true;
-	LockRelease(&tag, AccessShareLock, false);
-	return false;
+/* The same, in a transaction of its own (while backing off after an error). */
+static void
+leave_check_between_rounds(DispatcherState *st)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	leave_if_database_busy(st);
+	CommitTransactionCommand();
+}
+
+/*
+ * Under txoutbox.database = '*', tell the launcher whether this database
+ * has the extension; without it, exit (see the file header).  generation:
+ * extension_generation read before the catalog was: a CREATE EXTENSION that
+ * committed since then makes us look again rather than leave.
+ */
+static void
+report_extension(bool installed, uint32 generation)
+{
+	bool		leave = false;
+
+	if (!settings_all_databases())
+		return;
+	if (installed == my_entry->has_extension && installed)
+		return;
+	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	if (installed)
+		my_entry->has_extension = true;
+	else if (pg_atomic_read_u32(&txoutbox_shared->extension_generation) == generation)
+	{
+		my_entry->no_extension = true;
+		my_entry->has_extension = false;
+		leave = true;
+	}
+	LWLockRelease(txoutbox_shared->lock);
+	if (txoutbox_shared->launcher_latch)
+		SetLatch(txoutbox_shared->launcher_latch);
+	if (leave)
+		exit_on_purpose();
 }
 
 /*
@@ -294,7 +368,7 @@ dispatcher_options(DispatcherState *st, DispatchOptions *opts)
 static void
 record_counts(const DispatchCounts *counts, bool round)
 {
-	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+	WorkerSlot *slot = my_ws;
 
 	if (!round && counts->succeeded == 0 && counts->failed == 0 &&
 		counts->last_error[0] == '\0')
@@ -358,6 +432,7 @@ dispatcher_iteration(DispatcherState *st)
 	TimestampTz now;
 	long		sleep_ms = txoutbox_poll_interval_ms;
 	MemoryContext cxt = CurrentMemoryContext;
+	uint32		generation;
 
 	if (RecoveryInProgress())
 	{
@@ -365,22 +440,17 @@ dispatcher_iteration(DispatcherState *st)
 		return txoutbox_poll_interval_ms;
 	}
 
+	generation = pg_atomic_read_u32(&txoutbox_shared->extension_generation);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (database_being_dropped())
-	{
-		CommitTransactionCommand();
-		ereport(LOG,
-				(errmsg("txoutbox: database \"%s\" is being dropped or renamed; worker exits",
-						MyBgworkerEntry->bgw_extra)));
-		exit_on_purpose();
-	}
+	leave_if_database_busy(st);
 	version = installed_version();
 	if (version != NULL)
 		version = MemoryContextStrdup(cxt, version);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	have_extension = version != NULL;
+	report_extension(have_extension, generation);
 
 	if (have_extension && strcmp(version, TXOUTBOX_VERSION) != 0)
 	{
@@ -388,24 +458,24 @@ dispatcher_iteration(DispatcherState *st)
 		if (st->waiting_logged != 2)
 			ereport(LOG,
 					(errmsg("txoutbox: extension txoutbox %s is installed in database \"%s\"; this library needs %s; waiting",
-							version, MyBgworkerEntry->bgw_extra, TXOUTBOX_VERSION),
+							version, my_dbname, TXOUTBOX_VERSION),
 					 errhint("Run ALTER EXTENSION txoutbox UPDATE in that database.")));
 		st->waiting_logged = 2;
 		st->leases_taken_back = false;
 		set_worker_state(WORKER_WAITING_FOR_EXTENSION, NULL);
-		return txoutbox_poll_interval_ms;
+		return Min(txoutbox_poll_interval_ms, leave_check_ms());
 	}
 	if (!have_extension)
 	{
 		if (st->waiting_logged != 1)
 			ereport(LOG,
 					(errmsg("txoutbox: extension txoutbox is not installed in database \"%s\"; waiting",
-							MyBgworkerEntry->bgw_extra),
+							my_dbname),
 					 errhint("Run CREATE EXTENSION txoutbox in that database.")));
 		st->waiting_logged = 1;
 		st->leases_taken_back = false;
 		set_worker_state(WORKER_WAITING_FOR_EXTENSION, NULL);
-		return txoutbox_poll_interval_ms;
+		return Min(txoutbox_poll_interval_ms, leave_check_ms());
 	}
 	st->waiting_logged = 0;
 
@@ -434,17 +504,26 @@ dispatcher_iteration(DispatcherState *st)
 								 * next message of an ordered key) */
 	else if (counts.next_due != DT_NOEND)
 		sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, counts.next_due) + 1);
-	/* a full round at least every DROP_CHECK_INTERVAL_MS (see header) */
-	return Min(sleep_ms, DROP_CHECK_INTERVAL_MS);
+	/* a full round at least every leave_check_ms() (see header) */
+	return Min(sleep_ms, leave_check_ms());
 }
 
-/* Claim slot my_slot for this process, or exit when another one has it. */
+/*
+ * Claim our slot for this process, or exit when another one has it or the
+ * entry is no longer our database's (it was reused while we started).
+ */
 static void
 claim_slot(void)
 {
-	WorkerSlot *slot = &txoutbox_shared->workers[my_slot];
+	WorkerSlot *slot = my_ws;
 
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
+	if (my_entry->dboid != MyDatabaseId || my_worker >= my_entry->wanted)
+	{
+		/* not ours to touch: exit without a word in it */
+		LWLockRelease(txoutbox_shared->lock);
+		proc_exit(0);
+	}
 
 	/*
 	 * One live process per slot: a launcher restarted while its dispatchers
@@ -457,8 +536,8 @@ claim_slot(void)
 
 		LWLockRelease(txoutbox_shared->lock);
 		ereport(LOG,
-				(errmsg("txoutbox: worker %d is already running (pid %d); exiting",
-						my_slot, (int) owner)));
+				(errmsg("txoutbox: worker %d of database \"%s\" is already running (pid %d); exiting",
+						my_worker, my_dbname, (int) owner)));
 		proc_exit(0);
 	}
 	memset(slot, 0, sizeof(*slot));
@@ -467,7 +546,7 @@ claim_slot(void)
 	slot->state = WORKER_STARTING;
 	slot->started_at = GetCurrentTimestamp();
 	LWLockRelease(txoutbox_shared->lock);
-	before_shmem_exit(release_slot, Int32GetDatum(my_slot));
+	before_shmem_exit(release_slot, (Datum) 0);
 }
 
 /*
@@ -507,18 +586,25 @@ txoutbox_dispatcher_main(Datum main_arg)
 {
 	DispatcherState st;
 	MemoryContext round_cxt;
-	char		dbname[NAMEDATALEN];
+	Oid			dboid;
+	int			e = DatumGetInt32(main_arg) / TXOUTBOX_MAX_WORKERS;
 	static char *last_logged_error = NULL;	/* static: kept across longjmp */
 	static long error_delay_ms = 0;
 	volatile bool run_round = true;
 
-	my_slot = DatumGetInt32(main_arg);
-	strlcpy(dbname, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(dboid));
+	my_worker = DatumGetInt32(main_arg) % TXOUTBOX_MAX_WORKERS;
+	if (e >= txoutbox_shared->ndatabases)
+		proc_exit(0);
+	my_entry = &txoutbox_shared->databases[e];
+	my_ws = &my_entry->workers[my_worker];
+	strlcpy(my_dbname, NameStr(my_entry->name), NAMEDATALEN);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	/* (a database dropped meanwhile: FATAL, and the launcher lets it go) */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
 	/*
 	 * Our queries run with only pg_catalog on the search path, so nothing
@@ -528,8 +614,8 @@ txoutbox_dispatcher_main(Datum main_arg)
 
 	claim_slot();
 	memset(&st, 0, sizeof(st));
-	st.consumer = MemoryContextStrdup(TopMemoryContext, psprintf("txoutbox-worker-%d", my_slot));
-	pgstat_report_appname(psprintf("txoutbox worker %d", my_slot));
+	st.consumer = MemoryContextStrdup(TopMemoryContext, psprintf("txoutbox-worker-%d", my_worker));
+	pgstat_report_appname(psprintf("txoutbox worker %d", my_worker));
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "txoutbox round",
 									  ALLOCSET_DEFAULT_SIZES);
 
@@ -541,9 +627,8 @@ txoutbox_dispatcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			if (strcmp(dbname, txoutbox_database) != 0 || my_slot >= txoutbox_workers)
-				exit_on_purpose();	/* the launcher starts what is wanted now */
 		}
+		exit_when_unwanted();
 
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);
@@ -566,7 +651,11 @@ txoutbox_dispatcher_main(Datum main_arg)
 				}
 			}
 			else
+			{
 				dispatcher_collect(&st);
+				if (GetCurrentTimestamp() >= st.next_leave_check)
+					leave_check_between_rounds(&st);
+			}
 
 			/*
 			 * One wait for everything: the latch (a commit, a signal), the
@@ -575,6 +664,9 @@ txoutbox_dispatcher_main(Datum main_arg)
 			 * raise while it handles a socket.)
 			 */
 			sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), st.next_round);
+			if (error_delay_ms > 0) /* backing off: still look for a DROP DATABASE */
+				sleep_ms = Min(sleep_ms, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																			 st.next_leave_check), 1));
 			woke = sleep_ms > 0 ? netpub_wait(sleep_ms) : NETPUB_WOKE_TIMEOUT;
 			run_round = (woke & (NETPUB_WOKE_LATCH | NETPUB_WOKE_TIMEOUT | NETPUB_WOKE_ROOM)) != 0 ||
 				GetCurrentTimestamp() >= st.next_round;

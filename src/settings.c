@@ -13,12 +13,14 @@
 #include <limits.h>
 
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "settings.h"
 #include "trace_context.h"
 
 char	   *txoutbox_database = NULL;
 int			txoutbox_workers = 1;
+int			txoutbox_max_databases = 64;
 int			txoutbox_batch_size = 500;
 int			txoutbox_poll_interval_ms = 1000;
 int			txoutbox_lock_timeout_ms = 60000;
@@ -68,19 +70,117 @@ check_tracestate(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+/*
+ * The next name of the list txoutbox.database (one name, a comma-separated
+ * list, or "*"), from *p on: copied into name (blanks around it trimmed),
+ * *p moved past it.  Returns false at the end of the list.
+ */
+bool
+settings_next_database(const char **p, char *name)
+{
+	const char *s = *p;
+	const char *end;
+	size_t		len;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	end = strchr(s, ',');
+	if (end == NULL)
+		end = s + strlen(s);
+	*p = *end == ',' ? end + 1 : end;
+	len = end - s;
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	len = Min(len, NAMEDATALEN - 1);
+	memcpy(name, s, len);
+	name[len] = '\0';
+	return true;
+}
+
+/* Does txoutbox.database say "*" (every database with the extension)? */
+bool
+settings_all_databases(void)
+{
+	return txoutbox_database != NULL && strcmp(txoutbox_database, "*") == 0;
+}
+
+/* Does txoutbox.database name dbname (not counting "*")? */
+bool
+settings_database_listed(const char *dbname)
+{
+	const char *p = txoutbox_database;
+	char		name[NAMEDATALEN];
+
+	if (settings_all_databases())
+		return false;
+	while (settings_next_database(&p, name))
+		if (strcmp(name, dbname) == 0)
+			return true;
+	return false;
+}
+
+/* txoutbox.database: "*", one name, or a list of names with none empty. */
+static bool
+check_database(char **newval, void **extra, GucSource source)
+{
+	const char *s = *newval;
+	const char *start;
+
+	if (s == NULL || s[0] == '\0')
+	{
+		GUC_check_errdetail("Give a database name, a comma-separated list of them, or \"*\".");
+		return false;
+	}
+	if (strcmp(s, "*") == 0)
+		return true;
+	start = s;
+	for (;;)
+	{
+		const char *end = strchr(start, ',');
+		const char *c;
+		bool		blank = true;
+
+		if (end == NULL)
+			end = start + strlen(start);
+		for (c = start; c < end; c++)
+			if (*c != ' ' && *c != '\t')
+				blank = false;
+		if (blank)
+		{
+			GUC_check_errdetail("The list of databases has an empty name.");
+			return false;
+		}
+		for (c = start; c < end; c++)
+			if (*c == '*')
+			{
+				GUC_check_errdetail("\"*\" stands alone: it means every database with the extension.");
+				return false;
+			}
+		if (*end == '\0')
+			return true;
+		start = end + 1;
+	}
+}
 
 /* The GUCs of SPEC.md, each with the context its use calls for. */
 void
 settings_define(void)
 {
 	DefineCustomStringVariable("txoutbox.database",
-							   "Database whose outbox the background workers serve.",
-							   NULL, &txoutbox_database, "postgres",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   "Databases whose outboxes the background workers serve.",
+							   "A name, a comma-separated list of names, or * for every database where the extension is installed.",
+							   &txoutbox_database, "postgres",
+							   PGC_SIGHUP, 0, check_database, NULL, NULL);
 	DefineCustomIntVariable("txoutbox.workers",
-							"Number of dispatcher background workers (0 disables the worker).",
+							"Number of dispatcher background workers per database (0 disables them).",
 							NULL, &txoutbox_workers, 1, 0, TXOUTBOX_MAX_WORKERS,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("txoutbox.max_databases",
+							"Most databases served at once (shared memory is reserved for them at start).",
+							NULL, &txoutbox_max_databases, 64, 1, 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("txoutbox.batch_size",
 							"Messages a dispatcher claims per round.",
 							NULL, &txoutbox_batch_size, 500, 1, TXOUTBOX_MAX_CLAIM,

@@ -18,6 +18,7 @@
 
 extern char *txoutbox_database;
 extern int	txoutbox_workers;
+extern int	txoutbox_max_databases;
 extern int	txoutbox_batch_size;
 extern int	txoutbox_poll_interval_ms;
 extern int	txoutbox_lock_timeout_ms;
@@ -38,6 +39,9 @@ extern char *txoutbox_tracestate;
 extern char *txoutbox_cloudevents_source;
 
 extern void settings_define(void);
+extern bool settings_next_database(const char **p, char *name);
+extern bool settings_all_databases(void);
+extern bool settings_database_listed(const char *dbname);
 extern const char *settings_bound_tenant(void);
 extern void settings_inject_fault(const char *point);
 

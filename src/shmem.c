@@ -5,9 +5,11 @@
  *	  shmem request hook, created or attached under AddinShmemInitLock and
  *	  initialised only when first created.
  *
- * Locking: one LWLock guards the worker slots.  Latch pointers are read
- * without it: setting the latch of a process that has just exited is
- * harmless.  rescan_generation is an atomic.
+ * Locking: one LWLock guards the database entries and their worker slots.
+ * Latch pointers and an entry's dboid are read without it: setting the
+ * latch of a process that has just exited is harmless, and a wake-up that
+ * finds an entry being reassigned wakes at most a dispatcher that looks
+ * and sleeps again.  The generations are atomics.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +27,14 @@ TxoutboxShared *txoutbox_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+/* Size of TxoutboxShared with txoutbox.max_databases entries. */
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(TxoutboxShared, databases),
+					mul_size(sizeof(DatabaseEntry), txoutbox_max_databases));
+}
+
 /* Ask for our shared memory and our LWLock. */
 static void
 shmem_request(void)
@@ -32,7 +42,7 @@ shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(TxoutboxShared)), route_state_shmem_size()));
+	RequestAddinShmemSpace(add_size(MAXALIGN(shared_size()), route_state_shmem_size()));
 	RequestNamedLWLockTranche("txoutbox", 2);	/* the slots; route state */
 }
 
@@ -46,12 +56,14 @@ shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	txoutbox_shared = ShmemInitStruct("txoutbox", sizeof(TxoutboxShared), &found);
+	txoutbox_shared = ShmemInitStruct("txoutbox", shared_size(), &found);
 	if (!found)
 	{
-		memset(txoutbox_shared, 0, sizeof(TxoutboxShared));
+		memset(txoutbox_shared, 0, shared_size());
 		txoutbox_shared->lock = &(GetNamedLWLockTranche("txoutbox"))->lock;
+		pg_atomic_init_u32(&txoutbox_shared->extension_generation, 0);
 		pg_atomic_init_u64(&txoutbox_shared->rescan_generation, 0);
+		txoutbox_shared->ndatabases = txoutbox_max_databases;
 	}
 	route_state_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
@@ -65,4 +77,22 @@ shmem_install_hooks(void)
 	shmem_request_hook = shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = shmem_startup;
+}
+
+/*
+ * The entry of database dboid, or NULL when it is not served.  Without the
+ * lock (see the file header): callers that act on the entry's slots check
+ * its dboid again under the lock.
+ */
+DatabaseEntry *
+shmem_database_entry(Oid dboid)
+{
+	int			i;
+
+	if (txoutbox_shared == NULL || !OidIsValid(dboid))
+		return NULL;
+	for (i = 0; i < txoutbox_shared->ndatabases; i++)
+		if (txoutbox_shared->databases[i].dboid == dboid)
+			return &txoutbox_shared->databases[i];
+	return NULL;
 }

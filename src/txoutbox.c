@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "ddl_watch.h"
 #include "settings.h"
 #include "shmem.h"
 #include "txoutbox.h"
@@ -41,6 +42,7 @@ _PG_init(void)
 
 	txoutbox_preloaded = true;
 	shmem_install_hooks();
+	ddl_watch_install();
 	launcher_register();
 }
 

@@ -6,7 +6,8 @@
  * enqueue(), replay() and the other calls that make messages claimable set
  * a backend-local flag (wakeup_at_commit).  The transaction callback is
  * registered once per backend (the first time the flag is set), and on
- * commit sets every dispatcher's latch; on abort it only clears the flag,
+ * commit sets the latch of every dispatcher of this database (no other:
+ * each database's commits wake its own); on abort it only clears the flag,
  * so a rollback wakes nobody.  A latch set while a dispatcher is busy stays
  * set, so no wake-up is lost.  A commit that made a message claimable
  * earlier than the time it was written (a replay, a past available_at)
@@ -18,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "miscadmin.h"
 
 #include "shmem.h"
 #include "wakeup.h"
@@ -78,17 +80,22 @@ wakeup_rescan_at_commit(void)
 	rescan_pending = true;
 }
 
-/* Set the latch of every running dispatcher. */
+/* Set the latch of every running dispatcher of this database. */
 void
 wakeup_dispatchers(void)
 {
+	static DatabaseEntry *entry = NULL; /* this database's, looked up once */
 	int			i;
 
 	if (txoutbox_shared == NULL)
 		return;
+	if (entry == NULL || entry->dboid != MyDatabaseId)
+		entry = shmem_database_entry(MyDatabaseId);
+	if (entry == NULL)
+		return;
 	for (i = 0; i < TXOUTBOX_MAX_WORKERS; i++)
 	{
-		Latch	   *latch = txoutbox_shared->workers[i].latch;
+		Latch	   *latch = entry->workers[i].latch;
 
 		if (latch != NULL)
 			SetLatch(latch);
