@@ -99,7 +99,7 @@ DROP FUNCTION txoutbox._enqueue_0_2_0(text, jsonb, text, jsonb, text, text, text
 -- worker_status() shows each dispatcher's database (one installation serves
 -- every database).  Its result columns cannot change in place either: like
 -- enqueue, it keeps its identity and is given those of a function made here.
--- (A view a user built on the old columns must be dropped and made again.)
+-- (A view built on the old columns keeps working, without the new one.)
 CREATE FUNCTION txoutbox._worker_status_0_2_0()
 RETURNS TABLE (worker integer, pid integer, state text, started_at timestamptz,
                last_round_at timestamptz, rounds bigint, published bigint,

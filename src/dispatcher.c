@@ -186,23 +186,23 @@ leave_check_between_rounds(DispatcherState *st)
 }
 
 /*
- * Under txoutbox.database = '*', tell the launcher whether this database
- * has the extension; without it, exit (see the file header).  generation:
- * extension_generation read before the catalog was: a CREATE EXTENSION that
- * committed since then makes us look again rather than leave.
+ * Tell the launcher whether this database has the extension; under
+ * txoutbox.database = '*', exit without it (see the file header).
+ * generation: extension_generation read before the catalog was: a CREATE
+ * EXTENSION that committed since then makes us look again rather than leave.
  */
 static void
 report_extension(bool installed, uint32 generation)
 {
 	bool		leave = false;
 
-	if (!settings_all_databases())
-		return;
-	if (installed == my_entry->has_extension && installed)
+	if (installed == my_entry->has_extension && (installed || !settings_all_databases()))
 		return;
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
 	if (installed)
 		my_entry->has_extension = true;
+	else if (!settings_all_databases())
+		my_entry->has_extension = false;
 	else if (pg_atomic_read_u32(&txoutbox_shared->extension_generation) == generation)
 	{
 		my_entry->no_extension = true;
