@@ -100,6 +100,14 @@ override with_llvm = no
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
+
+# Stop at once, before compiling anything, on a release we do not support
+# (src/pg_compat.h says the same to a compiler that gets there).
+PG_MAJOR := $(shell $(PG_CONFIG) --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+ifneq ($(shell test "$(PG_MAJOR)" -ge 15 2>/dev/null && echo ok),ok)
+$(error txoutbox supports PostgreSQL 15, 16, 17 and 18; $(PG_CONFIG) is PostgreSQL $(PG_MAJOR))
+endif
+
 include $(PGXS)
 
 installcheck: installcheck-upgrade

@@ -27,6 +27,7 @@ $node->safe_psql('postgres', q{
 		(txoutbox.add_route('up.*', 'notify', '{"channel": "up_ch"}')),
 		(txoutbox.add_route('up.ordered', 'notify', '{"channel": "up_ch", "ordered": true}')),
 		(txoutbox.add_route('up.fn', 'function', '{"function": "public.up_publish"}'))) r;
+	CREATE VIEW public.up_workers AS SELECT * FROM txoutbox.worker_status();
 });
 my $l = TxoutboxTest::Listener->new($node, 'postgres', 'up_ch');
 
@@ -84,6 +85,10 @@ $node->poll_query_until('postgres', q{SELECT count(*) > 100 FROM txoutbox.messag
 $node->safe_psql('postgres', 'ALTER EXTENSION txoutbox UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'txoutbox'}),
 	'0.2.0', 'updated to 0.2.0 while the worker and two clients ran');
+is($node->safe_psql('postgres', q{SELECT worker, state IS NOT NULL FROM public.up_workers}), '0|t',
+	'a view made on worker_status() at 0.1.0 still works (its nine columns)');
+is($node->safe_psql('postgres', q{SELECT database FROM txoutbox.worker_status()}), 'postgres',
+	'and worker_status() itself shows the database column');
 $bench->finish;
 is($?, 0, 'the clients enqueued through the update without an error') or diag($err);
 my $load = $node->safe_psql('postgres', q{SELECT count(*) FROM txoutbox.messages WHERE topic = 'up.load'});
