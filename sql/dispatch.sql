@@ -133,6 +133,17 @@ SELECT * FROM txoutbox.dispatch(retry_delay => '-1 second');
 SELECT * FROM txoutbox.dispatch(claim_lock_to => now() - interval '1 minute');
 \echo :LAST_ERROR_SQLSTATE
 
+-- A column added to txoutbox.messages behind the extension's back: the copy
+-- of a claimed row is sized from the row's descriptor and refuses a row it
+-- does not know (it used to fill fixed arrays: a stack overrun in a release
+-- build).  The error rolls back the claim.
+BEGIN;
+ALTER TABLE txoutbox.messages ADD COLUMN planted integer;
+SELECT count(*) FROM txoutbox.enqueue('ev.notify.planted', '{}');
+SELECT * FROM txoutbox.dispatch(topic => 'ev.notify.planted');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) FROM txoutbox.messages WHERE topic = 'ev.notify.planted';
 TRUNCATE txoutbox.messages;
 TRUNCATE txoutbox.routes;
 DROP TABLE published;

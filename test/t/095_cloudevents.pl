@@ -30,6 +30,10 @@ plan skip_all => 'node and npm are needed (test/install-deps installs them)'
 my $sdk = $1 >= 20 ? 'cloudevents@10' : 'cloudevents@8';
 my $npm_dir = PostgreSQL::Test::Utils::tempdir;
 my ($npm_out, $npm_err) = ('', '');
+# npm trusts the certificate authorities of the machine (node's own list
+# alone does not know a registry mirror's or proxy's), as curl and apt do
+$ENV{NODE_EXTRA_CA_CERTS} //= '/etc/ssl/certs/ca-certificates.crt'
+  if -f '/etc/ssl/certs/ca-certificates.crt';
 IPC::Run::run([ 'npm', 'install', '--prefix', $npm_dir, '--no-audit', '--no-fund', '--loglevel=error',
 		'--cache', "$npm_dir/.npm", $sdk ], '>', \$npm_out, '2>', \$npm_err)
   or BAIL_OUT("npm install $sdk failed: $npm_err");
