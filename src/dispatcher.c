@@ -335,7 +335,7 @@ take_back_interrupted(DispatcherState *st)
  * PURGE_MAX_BATCHES per call.  Returns true when it stopped with more to do.
  */
 static bool
-purge_old_messages(void)
+purge_old_messages(DispatcherState *st)
 {
 	TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 -(int64) txoutbox_retention_ms);
@@ -350,6 +350,8 @@ purge_old_messages(void)
 		if (deleted < PURGE_BATCH)
 			return false;
 		CHECK_FOR_INTERRUPTS();
+		if (GetCurrentTimestamp() >= st->next_leave_check)
+			leave_check_between_rounds(st);
 	}
 	return true;
 }
@@ -494,7 +496,7 @@ dispatcher_iteration(DispatcherState *st)
 	now = GetCurrentTimestamp();
 	if (txoutbox_retention_ms > 0 && now >= st->next_purge)
 	{
-		bool		more = purge_old_messages();
+		bool		more = purge_old_messages(st);
 
 		st->next_purge = TimestampTzPlusMilliseconds(now, more ? PURGE_BACKLOG_MS : PURGE_INTERVAL_MS);
 	}
@@ -629,6 +631,9 @@ txoutbox_dispatcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		exit_when_unwanted();
+		/* a DROP DATABASE seen coming (ddl_watch.c) shortens the next look */
+		if (st.next_leave_check > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), leave_check_ms()))
+			st.next_leave_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), leave_check_ms());
 
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);

@@ -47,12 +47,15 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "pg_compat.h"
+#include "route_state.h"
 #include "settings.h"
 #include "shmem.h"
 #include "worker.h"
 
 #define LAUNCHER_CHECK_MS		1000
 #define REPROBE_MS				600000
+#define PROBES_AT_ONCE			4	/* databases looked at for the extension at once */
 #define RESTART_DELAY_MIN_MS	1000
 #define RESTART_DELAY_MAX_MS	60000
 
@@ -165,7 +168,7 @@ read_databases(void)
 		s->name = db->datname;
 		s->allowconn = db->datallowconn;
 		s->istemplate = db->datistemplate;
-		s->invalid = database_is_invalid_form(db);
+		s->invalid = compat_database_is_invalid(db);
 	}
 	MemoryContextSwitchTo(old);
 	table_endscan(scan);
@@ -286,6 +289,7 @@ static void
 update_entries(void)
 {
 	bool		all = settings_all_databases();
+	int			probing = 0;
 	int			e,
 				i;
 
@@ -312,14 +316,26 @@ update_entries(void)
 		entry->wanted = 0;
 		if (!entry_has_process(entry))
 		{
+			bool		exists = false;
+
+			for (i = 0; i < nseen && !exists; i++)
+				exists = (seen[i].oid == entry->dboid);
+			if (!exists)
+				route_state_forget_database(entry->dboid); /* dropped */
 			memset(entry, 0, sizeof(*entry));
 			entry->dboid = InvalidOid;
 			reset_local_entry(e);
 		}
 	}
 
-	/* databases served now get an entry */
-	for (i = 0; i < nseen; i++)
+	/* under "*", databases still being looked at for the extension */
+	for (e = 0; e < txoutbox_shared->ndatabases; e++)
+		if (all && OidIsValid(txoutbox_shared->databases[e].dboid) &&
+			!txoutbox_shared->databases[e].has_extension)
+			probing++;
+
+	/* databases served now get an entry (none with txoutbox.workers = 0) */
+	for (i = 0; i < nseen && txoutbox_workers > 0; i++)
 	{
 		DatabaseEntry *entry = NULL;
 		DatabaseEntry *free_entry = NULL;
@@ -350,8 +366,12 @@ update_entries(void)
 			full_logged = true;
 			continue;
 		}
+		if (entry == NULL && all && probing >= PROBES_AT_ONCE)
+			continue;			/* its turn comes when a look ends */
 		if (entry == NULL)
 		{
+			if (all)
+				probing++;
 			entry = free_entry;
 			memset(entry, 0, sizeof(*entry));
 			entry->dboid = seen[i].oid;
@@ -508,6 +528,8 @@ report_budget(void)
 
 		if (!OidIsValid(entry->dboid) || entry->wanted == 0)
 			continue;
+		if (settings_all_databases() && !entry->has_extension)
+			continue;			/* a look for the extension, not a dispatcher */
 		ndb++;
 		wanted += entry->wanted;
 		for (i = 0; i < entry->wanted; i++)

@@ -143,4 +143,22 @@
 #define compat_create_wait_event_set(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
 #endif
 
+/*
+ * Does role own database dboid?  16 replaced the per-catalog ownercheck
+ * functions (pg_database_ownercheck) with object_ownercheck.
+ */
+#if PG_VERSION_NUM >= 160000
+#define compat_database_ownercheck(dboid, role) object_ownercheck(DatabaseRelationId, (dboid), (role))
+#else
+#define compat_database_ownercheck(dboid, role) pg_database_ownercheck((dboid), (role))
+#endif
+
+/*
+ * Is this pg_database row an interrupted DROP DATABASE's?  Minor releases
+ * of every supported branch (15.4, 16.0) mark it with datconnlimit -2 and
+ * added database_is_invalid_form() for the test; the test itself, so that
+ * a build against newer 15 headers also loads on 15.0-15.3.
+ */
+#define compat_database_is_invalid(form) ((form)->datconnlimit == -2)
+
 #endif							/* TXOUTBOX_PG_COMPAT_H */

@@ -464,3 +464,20 @@ route_state_health(const OutboxRoute *route, RouteHealth *health)
 	}
 	LWLockRelease(route_state_lock);
 }
+
+/* Forget the routes of database dboid (it was dropped): called by the launcher. */
+void
+route_state_forget_database(Oid dboid)
+{
+	HASH_SEQ_STATUS seq;
+	RouteState *e;
+
+	if (route_states == NULL)
+		return;
+	LWLockAcquire(route_state_lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, route_states);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (e->key.dboid == dboid)
+			(void) hash_search(route_states, &e->key, HASH_REMOVE, NULL);
+	LWLockRelease(route_state_lock);
+}

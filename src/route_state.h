@@ -44,5 +44,6 @@ extern const char *route_state_blocked(const OutboxRoute *route);
 extern void route_state_hold(const OutboxRoute *route, int64 retry_after_ms);
 extern void route_state_record(const PublishItem *item);
 extern void route_state_health(const OutboxRoute *route, RouteHealth *health);
+extern void route_state_forget_database(Oid dboid);
 
 #endif							/* TXOUTBOX_ROUTE_STATE_H */

@@ -8,8 +8,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_authid.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -30,14 +33,18 @@ static const char *const state_names[] = {
 };
 
 /*
- * SQL: worker_status(): one row per dispatcher slot in use, of every
- * database served.  (Before ALTER EXTENSION UPDATE, the function still has
- * 0.1.0's columns, without database: rows are made to its shape.)
+ * SQL: worker_status(): one row per dispatcher slot in use, of this
+ * database, or of every database served for a role with the privileges of
+ * pg_read_all_stats (superusers; another database's dispatchers and errors
+ * are not every role's to read).  (Before ALTER EXTENSION UPDATE, the
+ * function still has 0.1.0's columns, without database: rows are made to
+ * its shape.)
  */
 Datum
 txoutbox_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		all = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 	int			e,
 				i;
 
@@ -51,6 +58,7 @@ txoutbox_worker_status(PG_FUNCTION_ARGS)
 			DatabaseEntry *entry = &txoutbox_shared->databases[e];
 			WorkerSlot	s;
 			NameData	dbname;
+			Oid			dboid;
 			bool		in_use;
 			Datum		values[10];
 			bool		nulls[10] = {0};
@@ -58,10 +66,11 @@ txoutbox_worker_status(PG_FUNCTION_ARGS)
 			LWLockAcquire(txoutbox_shared->lock, LW_SHARED);
 			memcpy(&s, &entry->workers[i], sizeof(s));
 			dbname = entry->name;
+			dboid = entry->dboid;
 			in_use = OidIsValid(entry->dboid) && i < entry->wanted;
 			LWLockRelease(txoutbox_shared->lock);
 
-			if (s.pid == 0 && !in_use)
+			if ((s.pid == 0 && !in_use) || (!all && dboid != MyDatabaseId))
 				continue;
 			values[0] = Int32GetDatum(i);
 			values[1] = Int32GetDatum(s.pid);

@@ -1,7 +1,8 @@
 # One installation serves every database: txoutbox.database = '*' serves
 # the databases where the extension is installed (two here) and not one
 # without it; each database's dispatchers, stats and commit wake-ups are its
-# own; CREATE EXTENSION in a new database gets dispatchers with no reload;
+# own (worker_status() shows a role without pg_read_all_stats its own
+# database only); CREATE EXTENSION in a new database gets dispatchers with no reload;
 # DROP EXTENSION lets the database go; a rename is followed; DROP DATABASE of
 # a busy database is not held up; the list form; txoutbox.workers per
 # database; and a worker budget too small for every database (logged once,
@@ -85,6 +86,13 @@ is($node->safe_psql('app1',
 		q{SELECT count(*) FROM txoutbox.worker_status() WHERE database IN ('plain', 'postgres', 'template1')}),
 	'0', 'worker_status has no row for a database without the extension');
 
+# a role that is not a superuser sees its own database's dispatchers only
+$node->safe_psql('postgres', 'CREATE ROLE app1_admin LOGIN');
+$node->safe_psql('app1', q{SELECT txoutbox.grant_role('app1_admin', 'admin')});
+is($node->safe_psql('app1', q{SELECT string_agg(DISTINCT database, ',') FROM txoutbox.worker_status()},
+		extra_params => [ '-U', 'app1_admin' ]),
+	'app1', "worker_status() shows an admin of app1 app1's dispatchers, not app2's");
+
 # stats stay per database
 $node->safe_psql('app1', q{SELECT count(txoutbox.enqueue('n', '{}')) FROM generate_series(1, 3)});
 $node->safe_psql('app2', q{SELECT count(txoutbox.enqueue('n', '{}')) FROM generate_series(1, 5)});
@@ -117,6 +125,14 @@ for my $x ([ 'app1', 'app2' ], [ 'app2', 'app1' ])
 	cmp_ok($ro2 - $ro, '<=', $most,
 		"and did not wake $other\'s ($other ran only its once-a-second rounds)");
 }
+
+# a DROP DATABASE that its user may not run does not make the dispatchers
+# look every 20 ms (as one by the owner does while it runs)
+my ($rc0, $out0, $err0) = $node->psql('app1', 'DROP DATABASE app2', extra_params => [ '-U', 'app1_admin' ]);
+like($err0, qr/must be owner of database app2/, 'app1_admin may not drop app2');
+my $r0 = rounds_of('app2');
+sleep 2;
+cmp_ok(rounds_of('app2') - $r0, '<=', 5, 'and app2 kept its once-a-second rounds');
 
 # ---- CREATE EXTENSION in a new database, while running --------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE app4');
