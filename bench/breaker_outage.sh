@@ -33,7 +33,7 @@ sleep "$OUTAGE"
 echo '{"/down": {"status": 200}}' >"$sink/config.json.tmp" && mv "$sink/config.json.tmp" "$sink/config.json"
 ended=$(date +%s.%N)
 for _ in $(seq 1 1200); do
-	left=$(bench_psql -c "SELECT count(*) FROM txoutbox.messages WHERE topic = 'down' AND status IN ('pending', 'processing')")
+	left=$(bench_psql -c "SELECT count(*) FROM txoutbox.messages WHERE topic = 'down' AND status NOT IN ('succeeded', 'failed')")
 	[ "$left" = 0 ] && break
 	sleep 0.1
 done

@@ -49,5 +49,5 @@ install_build new
 
 echo
 echo "bench/$script.sh, $rounds rounds interleaved: old = $ref, new = this tree ($(date -u '+%Y-%m-%d %H:%M UTC'))"
-cut -f1,2,3,4 "$results" | sort -t$'\t' -k2,2 -k1,1 | column -t -s$'\t'
+cut -f1,2,3,4,9 "$results" | sort -t$'\t' -k2,2 -k1,1 | column -t -s$'\t'
 rm -f "$results"
