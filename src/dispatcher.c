@@ -194,14 +194,15 @@ leave_check_between_rounds(DispatcherState *st)
 static void
 report_extension(bool installed, uint32 generation)
 {
+	bool		all = settings_all_databases();
 	bool		leave = false;
 
-	if (installed == my_entry->has_extension && (installed || !settings_all_databases()))
-		return;
+	if (installed == my_entry->has_extension && (installed || !all))
+		return;					/* the launcher knows; nothing to leave for */
 	LWLockAcquire(txoutbox_shared->lock, LW_EXCLUSIVE);
 	if (installed)
 		my_entry->has_extension = true;
-	else if (!settings_all_databases())
+	else if (!all)
 		my_entry->has_extension = false;
 	else if (pg_atomic_read_u32(&txoutbox_shared->extension_generation) == generation)
 	{
@@ -631,9 +632,9 @@ txoutbox_dispatcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		exit_when_unwanted();
-		/* a DROP DATABASE seen coming (ddl_watch.c) shortens the next look */
-		if (st.next_leave_check > TimestampTzPlusMilliseconds(GetCurrentTimestamp(), leave_check_ms()))
-			st.next_leave_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), leave_check_ms());
+		/* a DROP DATABASE seen coming (ddl_watch.c) brings the next look nearer */
+		st.next_leave_check = Min(st.next_leave_check,
+								  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), leave_check_ms()));
 
 		MemoryContextReset(round_cxt);
 		MemoryContextSwitchTo(round_cxt);

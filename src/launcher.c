@@ -175,6 +175,18 @@ read_databases(void)
 	table_close(rel, AccessShareLock);
 }
 
+/* The row of pg_database seen with OID dboid, or NULL. */
+static const SeenDatabase *
+seen_row(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < nseen; i++)
+		if (seen[i].oid == dboid)
+			return &seen[i];
+	return NULL;
+}
+
 static bool
 is_bare(Oid dboid)
 {
@@ -220,7 +232,7 @@ log_missing_databases(void)
 	ListCell   *lc;
 
 	if (settings_all_databases())
-		p = "";
+		p = NULL;
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	while (settings_next_database(&p, name))
 	{
@@ -299,31 +311,24 @@ update_entries(void)
 	for (e = 0; e < txoutbox_shared->ndatabases; e++)
 	{
 		DatabaseEntry *entry = &txoutbox_shared->databases[e];
-		bool		still = false;
+		const SeenDatabase *s;
 
 		if (!OidIsValid(entry->dboid))
 			continue;
 		if (entry->no_extension && all)
 			add_bare(entry->dboid);
-		for (i = 0; i < nseen && !still; i++)
-			if (seen[i].oid == entry->dboid && served(&seen[i]))
-			{
-				still = true;
-				entry->name = seen[i].name; /* a rename is followed */
-			}
-		if (still)
+		s = seen_row(entry->dboid);
+		if (s != NULL && served(s))
+		{
+			entry->name = s->name;	/* a rename is followed */
 			continue;
+		}
 		entry->wanted = 0;
 		if (!entry_has_process(entry))
 		{
-			bool		exists = false;
-
-			for (i = 0; i < nseen && !exists; i++)
-				exists = (seen[i].oid == entry->dboid);
-			if (!exists)
+			if (s == NULL)
 				route_state_forget_database(entry->dboid); /* dropped */
-			memset(entry, 0, sizeof(*entry));
-			entry->dboid = InvalidOid;
+			memset(entry, 0, sizeof(*entry));	/* dboid InvalidOid: free */
 			reset_local_entry(e);
 		}
 	}

@@ -71,9 +71,10 @@ check_tracestate(char **newval, void **extra, GucSource source)
 }
 
 /*
- * The next name of the list txoutbox.database (one name, a comma-separated
- * list, or "*"), from *p on: copied into name (blanks around it trimmed),
- * *p moved past it.  Returns false at the end of the list.
+ * The next name of a txoutbox.database list (one name, or names separated
+ * by commas), from *p on: copied into name with the blanks around it
+ * trimmed (an empty name is a name: the check refuses it), *p moved past
+ * it, NULL after the last.  Returns false when *p is NULL.
  */
 bool
 settings_next_database(const char **p, char *name)
@@ -82,15 +83,13 @@ settings_next_database(const char **p, char *name)
 	const char *end;
 	size_t		len;
 
-	if (s == NULL || *s == '\0')
+	if (s == NULL)
 		return false;
 	while (*s == ' ' || *s == '\t')
 		s++;
 	end = strchr(s, ',');
-	if (end == NULL)
-		end = s + strlen(s);
-	*p = *end == ',' ? end + 1 : end;
-	len = end - s;
+	*p = end ? end + 1 : NULL;
+	len = end ? end - s : strlen(s);
 	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
 		len--;
 	len = Min(len, NAMEDATALEN - 1);
@@ -125,43 +124,30 @@ settings_database_listed(const char *dbname)
 static bool
 check_database(char **newval, void **extra, GucSource source)
 {
-	const char *s = *newval;
-	const char *start;
+	const char *p = *newval;
+	char		name[NAMEDATALEN];
 
-	if (s == NULL || s[0] == '\0')
+	if (p == NULL || p[0] == '\0')
 	{
 		GUC_check_errdetail("Give a database name, a comma-separated list of them, or \"*\".");
 		return false;
 	}
-	if (strcmp(s, "*") == 0)
+	if (strcmp(p, "*") == 0)
 		return true;
-	start = s;
-	for (;;)
+	while (settings_next_database(&p, name))
 	{
-		const char *end = strchr(start, ',');
-		const char *c;
-		bool		blank = true;
-
-		if (end == NULL)
-			end = start + strlen(start);
-		for (c = start; c < end; c++)
-			if (*c != ' ' && *c != '\t')
-				blank = false;
-		if (blank)
+		if (name[0] == '\0')
 		{
 			GUC_check_errdetail("The list of databases has an empty name.");
 			return false;
 		}
-		for (c = start; c < end; c++)
-			if (*c == '*')
-			{
-				GUC_check_errdetail("\"*\" stands alone: it means every database with the extension.");
-				return false;
-			}
-		if (*end == '\0')
-			return true;
-		start = end + 1;
+		if (strchr(name, '*') != NULL)
+		{
+			GUC_check_errdetail("\"*\" stands alone: it means every database with the extension.");
+			return false;
+		}
 	}
+	return true;
 }
 
 /* The GUCs of SPEC.md, each with the context its use calls for. */
