@@ -98,3 +98,16 @@ SELECT pg_temp.try_unchanged(format('SELECT txoutbox.replay(%L)', :'ok1'), :'ok1
 
 SELECT message_key, status, attempt_count FROM txoutbox.messages ORDER BY message_key;
 TRUNCATE txoutbox.messages;
+
+-- A claim later in the transaction that made a message available in the
+-- past (here by replay) finds it: the session's low-water mark, left by the
+-- transaction's first claim, is forgotten at once, not at commit.
+SELECT id AS lw FROM txoutbox.enqueue('lw.topic', '{}', message_key => 'lw', max_attempts => 1) \gset
+SELECT count(*) AS claimed FROM txoutbox.claim('w8', 10, topic => 'lw.topic');
+SELECT status FROM txoutbox.mark_failed(:'lw', 'boom', consumer => 'w8');
+BEGIN;
+SELECT count(*) AS claimed_before_replay FROM txoutbox.claim('w8', 10, topic => 'lw.topic');
+SELECT status FROM txoutbox.replay(:'lw');
+SELECT message_key, status, attempt_count FROM txoutbox.claim('w8', 10, topic => 'lw.topic');
+COMMIT;
+TRUNCATE txoutbox.messages;

@@ -18,6 +18,13 @@
  * after the expiry is made due at the expiry, when the claim fails it, or
  * failed at once when that is past already.
  *
+ * Ordered routes: an in-transaction publisher (notify) gets a run of each
+ * key's messages per round, published in waves (the keys' heads, then each
+ * key's next message once the one before it succeeded, and so on; a wave
+ * per subtransaction), so what commits of a run is a prefix of it, in
+ * order; the other publishers get a key's head only, and its next message
+ * in a later round, after the head's mark committed.  See rank_key_runs.
+ *
  * Memory: what a round keeps is allocated in the memory context current
  * when the round started (the worker resets it every round); SPI results
  * are copied out before the next statement.
@@ -55,12 +62,107 @@ id_array(Datum *ids, int n)
 	return PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 }
 
+/* A claimed item's id and place, to find it by id (bsearch). */
+typedef struct ItemById
+{
+	pg_uuid_t	id;
+	int			index;
+} ItemById;
+
+/* qsort/bsearch order of ItemById: uuid order, as SQL compares ids. */
+static int
+compare_item_ids(const void *a, const void *b)
+{
+	return memcmp(&((const ItemById *) a)->id, &((const ItemById *) b)->id, UUID_LEN);
+}
+
+/*
+ * Give each of a claim's items its key_rank, and drop those it must not
+ * publish.  The claim gives out an ordered key's message with its
+ * predecessor (the older message of its key it waits for) if that one is
+ * claimable too; here, walking the items in id order (a predecessor's id is
+ * lower), a key's head gets rank 0 and a message whose predecessor is in
+ * this claim with a rank gets one more, if an in-transaction publisher
+ * takes it (see the file header).  The rest get -1 and wait: their
+ * predecessor was not claimed with them (another dispatcher holds it, it
+ * was failed by this claim for its expiry or its attempts, or the claim's
+ * LIMIT came first; the claim gives out no run whose head or predecessor is
+ * not claimable, see KEY_RUN_OK in outbox.c).  Items without a key order
+ * get 0.
+ */
+static void
+rank_key_runs(PublishItem *items, int n)
+{
+	ItemById   *by_id = palloc(sizeof(ItemById) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		by_id[i].id = items[i].msg->id;
+		by_id[i].index = i;
+	}
+	qsort(by_id, n, sizeof(ItemById), compare_item_ids);
+	for (i = 0; i < n; i++)
+	{
+		PublishItem *it = &items[by_id[i].index];
+		const OutboxRoute *r = it->route;
+		ItemById	want;
+		ItemById   *found;
+		const PublishItem *before;
+
+		it->key_rank = 0;
+		if (!it->msg->has_key_after)
+			continue;
+		it->key_rank = -1;
+		want.id = it->msg->key_after;
+		found = bsearch(&want, by_id, i, sizeof(ItemById), compare_item_ids);
+		if (found == NULL || r == NULL || r->broken ||
+			r->publisher->kind != PUBLISHER_IN_TRANSACTION)
+			continue;
+		before = &items[found->index];
+		if (before->key_rank >= 0 && before->route == r)
+			it->key_rank = before->key_rank + 1;
+	}
+	pfree(by_id);
+}
+
+/*
+ * Keep the items rank_key_runs left a rank, ordered by rank and, within a
+ * rank, as claimed; returns how many.  A key's run is then in id order in
+ * every subset taken in order (dispatch_limit keeps a prefix per route).
+ */
+static int
+order_by_rank(PublishItem *items, int n)
+{
+	PublishItem *sorted = palloc(sizeof(PublishItem) * n);
+	int		   *start = palloc0(sizeof(int) * (n + 1));
+	int			kept = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (items[i].key_rank >= 0)
+			start[items[i].key_rank + 1]++;
+	for (i = 1; i <= n; i++)
+		start[i] += start[i - 1];
+	for (i = 0; i < n; i++)
+		if (items[i].key_rank >= 0)
+		{
+			sorted[start[items[i].key_rank]++] = items[i];
+			kept++;
+		}
+	memcpy(items, sorted, sizeof(PublishItem) * kept);
+	pfree(sorted);
+	pfree(start);
+	return kept;
+}
+
 /*
  * Lock the claimable messages req describes (outbox_lock_claimable), copy
- * them into cxt (which outlives SPI) with their routes, and group them
- * by publisher (in claim order within each group) into round.  Messages of
- * a route that cannot be used (broken config, unknown publisher) form the
- * group whose publisher is NULL.
+ * them into cxt (which outlives SPI) with their routes, keep those of
+ * ordered keys that may go now (rank_key_runs), and group them by publisher
+ * (by key_rank, then in claim order within each group) into round.
+ * Messages of a route that cannot be used (broken config, unknown
+ * publisher) form the group whose publisher is NULL.
  */
 void
 dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest *req,
@@ -75,9 +177,9 @@ dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest
 				b;
 
 	memset(round, 0, sizeof(*round));
+	req->run_route_ids = routes->run_ids;
 	n = routes->n > 0 ? outbox_lock_claimable(req) : 0;
 	old = MemoryContextSwitchTo(cxt);
-	round->nclaimed = n;
 	round->batches = palloc0(sizeof(PublishBatch) * Max(routes->n + 1, 1));
 	if (n == 0)
 	{
@@ -105,6 +207,8 @@ dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest
 		items[i].route = r;
 		items[i].retry_after_ms = -1;
 	}
+	rank_key_runs(items, n);
+	n = order_by_rank(items, n);
 	for (i = 0; i < n; i++)
 	{
 		OutboxRoute *r = items[i].route;
@@ -124,52 +228,105 @@ dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest
 	MemoryContextSwitchTo(old);
 }
 
-/* Subtransaction body: one publisher's batch. */
+/* Subtransaction body: one publisher's batch (or one wave of it). */
 static void
 publish_batch_body(void *arg)
 {
 	PublishBatch *b = (PublishBatch *) arg;
 
+	/* for the tests: a wave of runs that fails (072_ordered_runs.pl) */
+	if (b->n > 0 && b->items[0].key_rank == 1)
+		settings_inject_fault("ordered_second_wave");
+
 	b->publisher->publish(b->items, b->n);
 }
 
 /*
- * Publish a batch inside the current transaction.  Items whose expiry has
- * passed are not published: they are failed "expired".  An ERROR from the
- * publisher is caught (its subtransaction rolled back) and every item it
- * had becomes a retry with that reason; a query cancel goes on.
+ * Whether the item before it in its key's run (in the wave before, items
+ * [from, to) of batch) succeeded; ok: by batch index.
+ */
+static bool
+key_predecessor_succeeded(const PublishBatch *batch, int from, int to, const bool *ok,
+						  const PublishItem *it)
+{
+	int			i;
+
+	for (i = from; i < to; i++)
+		if (memcmp(&batch->items[i].msg->id, &it->msg->key_after, UUID_LEN) == 0)
+			return ok[i];
+	return false;
+}
+
+/*
+ * Publish a batch inside the current transaction, in waves by key_rank
+ * (one wave when no route is ordered): an item of a key's run goes out only
+ * after the one before it succeeded in the wave before; the others are
+ * dropped from the batch untouched, and claimable again when this
+ * transaction ends.  Items whose expiry has passed are not published: they
+ * are failed "expired".  An ERROR from the publisher is caught (that wave's
+ * subtransaction rolled back) and every item the wave had becomes a retry
+ * with that reason; a query cancel goes on.
  */
 void
 dispatch_publish_in_transaction(PublishBatch *batch)
 {
-	PublishBatch live = {batch->publisher, palloc(sizeof(PublishItem) * Max(batch->n, 1)), 0};
-	int		   *from = palloc(sizeof(int) * Max(batch->n, 1));
+	int			cap = Max(batch->n, 1);
+	PublishBatch wave = {batch->publisher, palloc(sizeof(PublishItem) * cap), 0};
+	int		   *from = palloc(sizeof(int) * cap);
+	bool	   *ok = palloc0(sizeof(bool) * cap);
+	bool	   *keep = palloc0(sizeof(bool) * cap);
 	TimestampTz now = GetCurrentTimestamp();
-	char	   *error = NULL;
-	int			i;
+	int			wave_start = 0,
+				last_wave = 0,
+				kept = 0,
+				i;
 
-	for (i = 0; i < batch->n; i++)
+	while (wave_start < batch->n)
 	{
-		PublishItem *it = &batch->items[i];
+		int			rank = batch->items[wave_start].key_rank;
+		int			wave_end = wave_start;
+		char	   *error = NULL;
 
-		if (it->msg->expires_at != 0 && now >= it->msg->expires_at)
+		while (wave_end < batch->n && batch->items[wave_end].key_rank == rank)
+			wave_end++;
+		wave.n = 0;
+		for (i = wave_start; i < wave_end; i++)
 		{
-			publisher_set_expired(it);
-			continue;
+			PublishItem *it = &batch->items[i];
+
+			if (rank > 0 && !key_predecessor_succeeded(batch, last_wave, wave_start, ok, it))
+				continue;
+			keep[i] = true;
+			if (it->msg->expires_at != 0 && now >= it->msg->expires_at)
+			{
+				publisher_set_expired(it);
+				continue;
+			}
+			publisher_set_outcome(it, PUBLISH_RETRY, "%s publisher set no outcome",
+								  batch->publisher->name);
+			from[wave.n] = i;
+			wave.items[wave.n++] = *it;
 		}
-		publisher_set_outcome(it, PUBLISH_RETRY, "%s publisher set no outcome",
-							  batch->publisher->name);
-		from[live.n] = i;
-		live.items[live.n++] = *it;
+		if (wave.n > 0 && !try_in_subtransaction(publish_batch_body, &wave, &error, NULL))
+			for (i = 0; i < wave.n; i++)
+				publisher_set_outcome(&wave.items[i], PUBLISH_RETRY, "%s publisher failed: %s",
+									  batch->publisher->name, error);
+		for (i = 0; i < wave.n; i++)
+		{
+			batch->items[from[i]] = wave.items[i];
+			ok[from[i]] = wave.items[i].outcome == PUBLISH_SUCCEEDED;
+		}
+		last_wave = wave_start;
+		wave_start = wave_end;
 	}
-	if (live.n > 0 && !try_in_subtransaction(publish_batch_body, &live, &error, NULL))
-		for (i = 0; i < live.n; i++)
-			publisher_set_outcome(&live.items[i], PUBLISH_RETRY, "%s publisher failed: %s",
-								  batch->publisher->name, error);
-	for (i = 0; i < live.n; i++)
-		batch->items[from[i]] = live.items[i];
-	pfree(live.items);
+	for (i = 0; i < batch->n; i++)
+		if (keep[i])
+			batch->items[kept++] = batch->items[i];
+	batch->n = kept;
+	pfree(wave.items);
 	pfree(from);
+	pfree(ok);
+	pfree(keep);
 }
 
 /* Messages with no usable route: retried later, with the reason. */

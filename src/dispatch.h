@@ -49,7 +49,6 @@ typedef struct PublishBatch
 /* A round's claimed messages, grouped by publisher. */
 typedef struct ClaimedRound
 {
-	int			nclaimed;
 	PublishBatch *batches;
 	int			nbatches;
 } ClaimedRound;

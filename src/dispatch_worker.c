@@ -204,7 +204,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	if (opts->only_ids != (Datum) 0)
 		outbox_release_leases(opts->only_ids, opts->consumer, now);	/* ours: claim them again */
 	if (routes.n > 0 && opts->only_ids == (Datum) 0)
-		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes, routes.all_fanout_ids);
+		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes, routes.all_fanout_ids,
+									   NULL);
 
 	dispatch_claim(opts, &routes, &req, &round, round_cxt);
 	network = MemoryContextAlloc(round_cxt, sizeof(PublishBatch) * Max(round.nbatches, 1));

@@ -31,8 +31,15 @@
  * duration, at most 10 s).  The mark is only a hint of where to start: a
  * message behind it is claimed after the next full refresh, never lost.
  *
- * Only the worker keeps a mark (state is per process); dispatch() in a
- * session, claim() and repeatable-read workers scan from the start.
+ * A mark is per process: the worker keeps one for its routes, and a
+ * session calling claim() one for every message it can see (afresh when
+ * its bound tenant changes), so a consumer's claims in a loop walk only what
+ * finished since its last claim.  dispatch() in a session, and any claim
+ * in a REPEATABLE READ or SERIALIZABLE transaction, scan from the start.
+ * A session's first claim() pays for one full walk (as every claim did
+ * before); reading the backends' status (oldest_writer_start) also drops
+ * the session's snapshot of pg_stat_activity, as stats_fetch_consistency
+ * = none would.
  *
  *-------------------------------------------------------------------------
  */
@@ -104,13 +111,27 @@ hash_text_array(Datum a)
 }
 
 /*
+ * Forget this process's mark: the next low_water_mark() scans from the
+ * start.  For a transaction that made a message available in the past
+ * (wakeup_rescan_at_commit): the other processes rescan once it commits,
+ * and a claim later in the same transaction must not start past it.
+ */
+void
+low_water_forget(void)
+{
+	low_water.mark = 0;
+}
+
+/*
  * The claim scan's start for this round (see the file header): DT_NOBEGIN
  * or a mark.  Call at the start of the round's transaction, connected to
  * SPI, before its claim; route_exact/route_prefixes/fanout_ids: every
- * enabled route.
+ * enabled route (all 0: every message); tenant: the tenant the claim is
+ * bound to, or NULL (a change of it starts afresh: under a forced row
+ * policy what the claim sees changes with it).
  */
 TimestampTz
-low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids)
+low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const char *tenant)
 {
 	TimestampTz clock;
 	TimestampTz writers;
@@ -128,6 +149,9 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids)
 	routes_hash = hash_combine(hash_combine(hash_text_array(route_exact),
 											hash_text_array(route_prefixes)),
 							   hash_text_array(fanout_ids));
+	if (tenant != NULL)
+		routes_hash = hash_combine(routes_hash,
+								   hash_bytes((const unsigned char *) tenant, strlen(tenant)));
 	full = low_water.mark == 0 ||
 		generation != low_water.rescan_seen ||
 		routes_hash != low_water.routes_hash ||

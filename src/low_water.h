@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * low_water.h
- *	  Where the worker's claim scan may start (low_water.c).
+ *	  Where a claim scan may start (low_water.c): the worker's, and
+ *	  claim()'s in a session.
  *
  *-------------------------------------------------------------------------
  */
@@ -10,6 +11,8 @@
 
 #include "datatype/timestamp.h"
 
-extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids);
+extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids,
+								  const char *tenant);
+extern void low_water_forget(void);
 
 #endif							/* TXOUTBOX_LOW_WATER_H */

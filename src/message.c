@@ -34,7 +34,8 @@ message_rowdesc(void)
 }
 
 /*
- * Copy a locked row (tup, of tupdesc: the columns of MESSAGE_COLUMNS) into
+ * Copy a locked row (tup, of tupdesc: the columns of MESSAGE_COLUMNS and
+ * key_after, as outbox_lock_claimable returns them) into
  * a new OutboxMessage in the current memory context, as the claim makes it:
  * attempt counted, processing under stamp's consumer and lease (the row a
  * function publisher receives shows that state).  rowdesc: message_rowdesc().
@@ -47,9 +48,10 @@ message_copy_claimed(HeapTuple tup, TupleDesc tupdesc, TupleDesc rowdesc,
 	Datum	   *values;
 	bool	   *nulls;
 
-	if (tupdesc->natts != Natts_messages || rowdesc->natts != Natts_messages)
+	/* the row's columns, then key_after (outbox_lock_claimable) */
+	if (tupdesc->natts != Natts_claimed || rowdesc->natts != Natts_messages)
 		elog(ERROR, "txoutbox: a claimed row has %d columns, txoutbox.messages %d; %d expected",
-			 tupdesc->natts, rowdesc->natts, Natts_messages);
+			 tupdesc->natts - 1, rowdesc->natts, Natts_messages);
 	values = palloc(sizeof(Datum) * tupdesc->natts);
 	nulls = palloc(sizeof(bool) * tupdesc->natts);
 	heap_deform_tuple(tup, tupdesc, values, nulls);
@@ -71,6 +73,10 @@ message_copy_claimed(HeapTuple tup, TupleDesc tupdesc, TupleDesc rowdesc,
 	m->route_id = nulls[COL(route_id)] ? 0 : DatumGetInt64(values[COL(route_id)]);
 	m->expires_at = nulls[COL(expires_at)] ? 0 : DatumGetTimestampTz(values[COL(expires_at)]);
 	m->lease_until = stamp->lock_until;
+	m->has_key_after = !nulls[Anum_claimed_key_after - 1];
+	if (m->has_key_after)
+		memcpy(&m->key_after, DatumGetUUIDP(values[Anum_claimed_key_after - 1]),
+			   sizeof(pg_uuid_t));
 
 	values[COL(status)] = CStringGetTextDatum("processing");
 	values[COL(attempt_count)] = Int32GetDatum(m->attempt_count);

@@ -54,6 +54,13 @@
 #define MESSAGE_COLUMNS \
 	MESSAGE_COLUMNS_0_1_0 ", route_id, fanout_of, idempotency_key, expires_at"
 
+/*
+ * A row of outbox_lock_claimable: the columns of MESSAGE_COLUMNS, then
+ * key_after (see OutboxMessage).
+ */
+#define Anum_claimed_key_after (Natts_messages + 1)
+#define Natts_claimed Anum_claimed_key_after
+
 /* A claimed message, copied out of SPI into the round's memory context. */
 typedef struct OutboxMessage
 {
@@ -77,6 +84,8 @@ typedef struct OutboxMessage
 								 * outside the transaction must be done by
 								 * then) */
 	Datum		row;			/* the whole txoutbox.messages row */
+	bool		has_key_after;	/* on an ordered route, it follows key_after: */
+	pg_uuid_t	key_after;		/* the older message of its key it waits for */
 } OutboxMessage;
 
 /* How a row was claimed: what copy_claimed_message writes into its copy. */

@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "fanout.h"
+#include "low_water.h"
 #include "message.h"
 #include "message_insert.h"
 #include "outbox.h"
@@ -596,23 +597,42 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * LOCKED (shared by both ways of claiming below).  $1 consumer, $2 limit,
  * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
  * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from), $10 only
- * these ids (or NULL), $11 the fan-out routes whose copies may be claimed.
+ * these ids (or NULL), $11 the fan-out routes whose copies may be claimed,
+ * $12 the routes that take runs of a key (see KEY_RUN_OK).
  * A message's route is its fan-out route when it is a copy bound to one
  * (route_id), else its topic's (fan-out routes have NULL patterns in r, so
- * _route_index passes them over).  Routes with "ordered": true only give
- * out the oldest unfinished message of a key (per destination: of the same
- * route_id), and none while a later one is processing (a replayed message
- * waits).  An expired lease with no attempts left (by the route's
+ * _route_index passes them over).  On routes with "ordered": true, k is a
+ * keyed message's predecessor: the latest older message of its key (per
+ * destination: of the same route_id) that blocks it (unfinished, or failed
+ * and not skipped).  A message without one is its key's head, given out
+ * unless a later message of the key is processing (a replayed message
+ * waits).  One with a predecessor is given out only where RUN_OK holds:
+ * "false" for claim() (one message of a key at a time), or KEY_RUN_OK for
+ * the dispatcher, which keeps only the runs that start at a head and have
+ * every predecessor in the same claim (dispatch.c, rank_key_runs);
+ * RUN_HEAD_JOIN adds what RUN_OK needs ("" for claim()).  With
+ * runs, a deep key's messages qualify and the walk stops at the LIMIT,
+ * instead of passing over every message behind the keys' heads.  An
+ * expired lease with no attempts left (by the route's
  * "max_attempts" if it sets one) fails the message instead, and so does
  * its expiry (expires_at, or created_at + the route's "ttl_ms") once
  * passed: it is never given out after that.  CANDIDATE_COLUMNS are what the
  * CTE returns.  M_ROUTE_ID, E_ROUTE_ID and M_EXPIRES_AT stand for columns
  * of 0.2.0 (NULLs of their types for a 0.1.0 table, see outbox_claim).
  */
+#define SAME_KEY(M_ROUTE_ID, E_ROUTE_ID) \
+	"e.topic OPERATOR(pg_catalog.=) m.topic" \
+	" AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
+	" AND (" E_ROUTE_ID " OPERATOR(pg_catalog.=) " M_ROUTE_ID \
+	"      OR (" E_ROUTE_ID " IS NULL AND " M_ROUTE_ID " IS NULL))"
+#define KEY_BLOCKER \
+	"e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING ")" \
+	" AND NOT (e.status OPERATOR(pg_catalog.=) 'failed' AND EXISTS" \
+	"          (SELECT 1 FROM txoutbox.skipped_messages s WHERE s.id OPERATOR(pg_catalog.=) e.id))"
 #define ROUTE_POSITION(M_ROUTE_ID) \
 	"(CASE WHEN " M_ROUTE_ID " IS NULL THEN txoutbox._route_index(m.topic, r.patterns)" \
 	"      ELSE pg_catalog.array_position(r.ids, " M_ROUTE_ID ") END)"
-#define CANDIDATES_CTE(CANDIDATE_COLUMNS, M_ROUTE_ID, E_ROUTE_ID, M_EXPIRES_AT) \
+#define CANDIDATES_CTE(CANDIDATE_COLUMNS, M_ROUTE_ID, E_ROUTE_ID, M_EXPIRES_AT, RUN_OK, RUN_HEAD_JOIN) \
 	"WITH r AS MATERIALIZED (" \
 	"  SELECT pg_catalog.array_agg(id ORDER BY id) AS ids," \
 	"         pg_catalog.array_agg(CASE WHEN config OPERATOR(pg_catalog.->) 'fanout'" \
@@ -647,6 +667,17 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"         LATERAL (SELECT CASE WHEN r.any_max_attempts AND m.status OPERATOR(pg_catalog.=) 'processing'" \
 	"              THEN coalesce(r.max_attempts[" ROUTE_POSITION(M_ROUTE_ID) "], m.max_attempts)" \
 	"              ELSE m.max_attempts END AS max_att) a" \
+	"         LEFT JOIN LATERAL (" \
+	"           SELECT e.id AS key_after," \
+	"                  (e.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")" \
+	"                   AND e.available_at OPERATOR(pg_catalog.<=) m.available_at) AS after_ok" \
+	"             FROM txoutbox.messages e" \
+	"            WHERE r.any_ordered AND m.message_key IS NOT NULL" \
+	"              AND coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false)" \
+	"              AND " SAME_KEY(M_ROUTE_ID, E_ROUTE_ID) " AND e.id OPERATOR(pg_catalog.<) m.id" \
+	"              AND " KEY_BLOCKER \
+	"            ORDER BY e.id DESC LIMIT 1) k ON true" \
+	RUN_HEAD_JOIN \
 	"   WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")" \
 	"     AND m.available_at OPERATOR(pg_catalog.<=) $5 AND m.available_at OPERATOR(pg_catalog.>=) $9" \
 	"     AND ($3::pg_catalog.text IS NULL OR m.topic OPERATOR(pg_catalog.=) $3)" \
@@ -656,26 +687,15 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"          OR " M_ROUTE_ID " OPERATOR(pg_catalog.=) ANY ($11::pg_catalog.int8[]))" \
 	"     AND ($8::pg_catalog.text IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $8)" \
 	"     AND ($10::pg_catalog.uuid[] IS NULL OR m.id OPERATOR(pg_catalog.=) ANY ($10))" \
-	"     AND (NOT r.any_ordered OR m.message_key IS NULL" \
-	"          OR NOT coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false)" \
-	"          OR (NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
-	"                           WHERE e.topic OPERATOR(pg_catalog.=) m.topic" \
-	"                             AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
-	"                             AND (" E_ROUTE_ID " OPERATOR(pg_catalog.=) " M_ROUTE_ID \
-	"                                  OR (" E_ROUTE_ID " IS NULL AND " M_ROUTE_ID " IS NULL))" \
-	"                             AND e.id OPERATOR(pg_catalog.<) m.id" \
-	"                             AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING ")" \
-	"                             AND NOT (e.status OPERATOR(pg_catalog.=) 'failed' AND EXISTS" \
-	"                                  (SELECT 1 FROM txoutbox.skipped_messages k" \
-	"                                    WHERE k.id OPERATOR(pg_catalog.=) e.id)))" \
-	"              AND NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
-	"                               WHERE e.topic OPERATOR(pg_catalog.=) m.topic" \
-	"                                 AND e.message_key OPERATOR(pg_catalog.=) m.message_key" \
-	"                                 AND (" E_ROUTE_ID " OPERATOR(pg_catalog.=) " M_ROUTE_ID \
-	"                                      OR (" E_ROUTE_ID " IS NULL AND " M_ROUTE_ID " IS NULL))" \
-	"                                 AND e.id OPERATOR(pg_catalog.>) m.id" \
-	"                                 AND e.status OPERATOR(pg_catalog.=) 'processing'" \
-	"                                 AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING "))))" \
+	"     AND CASE WHEN k.key_after IS NOT NULL THEN " RUN_OK \
+	"              WHEN NOT r.any_ordered OR m.message_key IS NULL" \
+	"                   OR NOT coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false) THEN true" \
+	"              ELSE NOT EXISTS (SELECT 1 FROM txoutbox.messages e" \
+	"                                WHERE " SAME_KEY(M_ROUTE_ID, E_ROUTE_ID) \
+	"                                  AND e.id OPERATOR(pg_catalog.>) m.id" \
+	"                                  AND e.status OPERATOR(pg_catalog.=) 'processing'" \
+	"                                  AND e.status OPERATOR(pg_catalog.=) ANY (" KEY_BLOCKING "))" \
+	"         END" \
 	"   ORDER BY m.available_at, m.id" \
 	"   LIMIT $2" \
 	"   FOR UPDATE OF m SKIP LOCKED" \
@@ -691,11 +711,37 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"   WHERE m.id OPERATOR(pg_catalog.=) c.id AND (c.exhausted OR c.lapsed)" \
 	")"
 
-/* CANDIDATES_CTE for txoutbox.messages as 0.2.0 makes it */
-#define CANDIDATES(CANDIDATE_COLUMNS) \
-	CANDIDATES_CTE(CANDIDATE_COLUMNS, "m.route_id", "e.route_id", "m.expires_at")
+/*
+ * The dispatcher's RUN_OK, and RUN_HEAD_JOIN, which finds h: a keyed
+ * message's head (the oldest message of its key that blocks it).  A message
+ * with a predecessor is given out when its route takes runs ($12: ordered
+ * routes of in-transaction publishers), and its predecessor and its head
+ * are both claimable and due no later than it.  A run whose head is failed,
+ * leased, or due after the messages behind it (a retry) is then not given
+ * out at all, so its messages do not take the LIMIT's places round after
+ * round while the head waits.  Finding h walks the key's index entries
+ * from its oldest: those of finished messages cost a visit each until
+ * vacuum (or a scan, once no snapshot can see them) removes them.
+ */
+#define KEY_RUN_OK \
+	"(k.after_ok AND h.head_unfinished" \
+	" AND h.head_due OPERATOR(pg_catalog.<=) m.available_at" \
+	" AND r.ids[" ROUTE_POSITION("m.route_id") "] OPERATOR(pg_catalog.=) ANY ($12::pg_catalog.int8[]))"
+#define KEY_HEAD_JOIN \
+	"         LEFT JOIN LATERAL (" \
+	"           SELECT e.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ") AS head_unfinished," \
+	"                  e.available_at AS head_due" \
+	"             FROM txoutbox.messages e" \
+	"            WHERE r.any_ordered AND m.message_key IS NOT NULL" \
+	"              AND coalesce(r.ordered[" ROUTE_POSITION("m.route_id") "], false)" \
+	"              AND " SAME_KEY("m.route_id", "e.route_id") " AND " KEY_BLOCKER \
+	"            ORDER BY e.id LIMIT 1) h ON true"
 
-#define CLAIM_NARGS 11
+/* CANDIDATES_CTE for txoutbox.messages as 0.2.0 makes it */
+#define CANDIDATES(CANDIDATE_COLUMNS, RUN_OK, RUN_HEAD_JOIN) \
+	CANDIDATES_CTE(CANDIDATE_COLUMNS, "m.route_id", "e.route_id", "m.expires_at", RUN_OK, RUN_HEAD_JOIN)
+
+#define CLAIM_NARGS 12
 
 /* Fill the parameters of CANDIDATES_CTE from req. */
 static void
@@ -719,10 +765,13 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	nulls[9] = req->only_ids ? ' ' : 'n';
 	values[10] = req->fanout_ids;
 	nulls[10] = req->fanout_ids ? ' ' : 'n';
+	values[11] = req->run_route_ids;
+	nulls[11] = req->run_route_ids ? ' ' : 'n';
 }
 
 static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, INT8ARRAYOID};
+TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, INT8ARRAYOID,
+INT8ARRAYOID};
 
 /*
  * Run a claim statement with the plan it is written for: a walk of
@@ -784,21 +833,23 @@ outbox_claim(const ClaimRequest *req, bool columns_0_1_0)
 	if (columns_0_1_0)
 		p = cached_plan(&plan_0_1_0,
 						CANDIDATES_CTE("m.id", "NULL::pg_catalog.int8", "NULL::pg_catalog.int8",
-									   "NULL::pg_catalog.timestamptz")
+									   "NULL::pg_catalog.timestamptz", "false", "")
 						CLAIMED(MESSAGE_COLUMNS_0_1_0),
 						CLAIM_NARGS, claim_argtypes);
 	else
-		p = cached_plan(&plan, CANDIDATES("m.id") CLAIMED(MESSAGE_COLUMNS),
+		p = cached_plan(&plan, CANDIDATES("m.id", "false", "") CLAIMED(MESSAGE_COLUMNS),
 						CLAIM_NARGS, claim_argtypes);
 	return run_claim_plan(p, values, nulls);
 }
 
 /*
  * Dispatcher: lock up to req->max_messages claimable messages without
- * changing them; their rows (as locked) are left in SPI_tuptable in
- * (available_at, id) order.  The caller publishes and then records each
- * outcome with one UPDATE (the *_many functions with by_lock), or gives it a
- * lease with outbox_lease_many, all in this transaction.  One new row
+ * changing them; their rows (as locked, and then key_after: the message's
+ * predecessor on an ordered route, see CANDIDATES_CTE) are left in
+ * SPI_tuptable in (available_at, id) order.  The caller publishes and then
+ * records each outcome with one UPDATE (the *_many functions with
+ * by_lock), or gives it a lease with outbox_lease_many, all in this
+ * transaction.  One new row
  * version per message instead of two.  Caller is connected to SPI.
  */
 int
@@ -810,8 +861,9 @@ outbox_lock_claimable(const ClaimRequest *req)
 
 	claim_parameters(req, values, nulls);
 	cached_plan(&plan,
-				CANDIDATES("m.*")
-				" SELECT " MESSAGE_COLUMNS " FROM candidates WHERE NOT exhausted AND NOT lapsed ORDER BY due, id",
+				CANDIDATES("m.*, k.key_after", KEY_RUN_OK, KEY_HEAD_JOIN)
+				" SELECT " MESSAGE_COLUMNS ", key_after FROM candidates"
+				"  WHERE NOT exhausted AND NOT lapsed ORDER BY due, id",
 				CLAIM_NARGS, claim_argtypes);
 	return run_claim_plan(plan, values, nulls);
 }
@@ -849,6 +901,7 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ClaimRequest req;
+	bool		columns_0_1_0;
 	uint64		i;
 
 	txoutbox_require_preload();
@@ -882,7 +935,6 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 					 errmsg("lock_until must be later than as_of")));
 	}
 
-	req.scan_from = DT_NOBEGIN;
 	if (req.lock_until < GetCurrentTimestamp())
 		wakeup_rescan_at_commit();	/* its leases are over already */
 
@@ -890,7 +942,11 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	/* the rows the caller expects: 0.1.0's until the update */
-	outbox_claim(&req, rsinfo->setDesc->natts == Natts_messages_0_1_0);
+	columns_0_1_0 = rsinfo->setDesc->natts == Natts_messages_0_1_0;
+	/* from this session's low-water mark of every message (low_water.c) */
+	req.scan_from = columns_0_1_0 ? DT_NOBEGIN :
+		low_water_mark((Datum) 0, (Datum) 0, (Datum) 0, req.tenant);
+	outbox_claim(&req, columns_0_1_0);
 	for (i = 0; i < SPI_processed; i++)
 		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
 	SPI_finish();

@@ -29,6 +29,9 @@ typedef struct ClaimRequest
 	Datum		only_ids;		/* uuid[]: only these messages, or 0 */
 	Datum		fanout_ids;		/* int8[] of the fan-out routes whose copies
 								 * may be claimed (with route_exact), or 0 */
+	Datum		run_route_ids;	/* int8[] of the ordered routes that take a
+								 * run of a key per claim
+								 * (outbox_lock_claimable), or 0 */
 } ClaimRequest;
 
 extern int	outbox_claim(const ClaimRequest *req, bool columns_0_1_0);	/* rows in SPI_tuptable */

@@ -64,6 +64,10 @@ typedef struct PublishItem
 								 * of the endpoint */
 	bool		expired;		/* FAILED for its expiry (not sent); error, if
 								 * any, is its last attempt's */
+	int			key_rank;		/* on an ordered route, its place in the run of
+								 * its key claimed this round (0: the key's
+								 * head, or not ordered): published only
+								 * after the one before it succeeded */
 } PublishItem;
 
 typedef struct Publisher

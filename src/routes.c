@@ -317,6 +317,8 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	int			nall_prefix = 0;
 	int			nfanout = 0;
 	int			nall_fanout = 0;
+	Datum	   *run_ids;
+	int			nrun = 0;
 	uint64		i;
 
 	if (SPI_execute("SELECT id, topic_pattern, publisher, config, paused_at IS NOT NULL"
@@ -334,6 +336,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	all_prefixes = palloc(sizeof(char *) * Max(set->n, 1));
 	fanout_ids = palloc(sizeof(Datum) * Max(set->n, 1));
 	all_fanout_ids = palloc(sizeof(Datum) * Max(set->n, 1));
+	run_ids = palloc(sizeof(Datum) * Max(set->n, 1));
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -399,6 +402,10 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		}
 		else
 			set->room = INT_MAX;	/* its messages fail with the reason */
+		/* ordered, published in the claiming transaction: runs of a key */
+		if (r->broken == NULL && r->policy.ordered &&
+			r->publisher->kind == PUBLISHER_IN_TRANSACTION)
+			run_ids[nrun++] = Int64GetDatum(r->id);
 		if (r->broken == NULL && r->room == 0)
 			;
 		else if (r->fanout)
@@ -414,6 +421,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	set->all_exact = text_array(all_exact, nall_exact);
 	set->all_prefixes = text_array(all_prefixes, nall_prefix);
 	set->all_fanout_ids = int8_array(all_fanout_ids, nall_fanout);
+	set->run_ids = int8_array(run_ids, nrun);
 	MemoryContextSwitchTo(old);
 }
 

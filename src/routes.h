@@ -70,6 +70,9 @@ typedef struct RouteSet
 	Datum		all_exact;
 	Datum		all_prefixes;
 	Datum		all_fanout_ids;
+	Datum		run_ids;		/* int8[] of the ordered routes whose publisher
+								 * works in the claiming transaction: they
+								 * take a run of a key per round */
 	int64		room;			/* sum of the routes' room, or INT_MAX */
 	TimestampTz next_unblock;	/* when a route with no room may get some, or 0 */
 } RouteSet;

@@ -241,7 +241,7 @@ settings_define(void)
 
 	/* for the tests only: not shown, not in the sample file */
 	DefineCustomStringVariable("txoutbox.fault_injection",
-							   "Test hook: an ERROR is raised at the named point (network_completion).",
+							   "Test hook: an ERROR is raised at the named point (network_completion, ordered_second_wave).",
 							   NULL, &txoutbox_fault_injection, "",
 							   PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);

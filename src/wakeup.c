@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 
+#include "low_water.h"
 #include "shmem.h"
 #include "wakeup.h"
 
@@ -78,6 +79,7 @@ wakeup_rescan_at_commit(void)
 {
 	wakeup_at_commit();
 	rescan_pending = true;
+	low_water_forget();			/* and this process at once */
 }
 
 /* Set the latch of every running dispatcher of this database. */
