@@ -157,42 +157,19 @@ order_by_rank(PublishItem *items, int n)
 }
 
 /*
- * Lock the claimable messages req describes (outbox_lock_claimable), copy
- * them into cxt (which outlives SPI) with their routes, keep those of
- * ordered keys that may go now (rank_key_runs), and group them by publisher
- * (by key_rank, then in claim order within each group) into round.
- * Messages of a route that cannot be used (broken config, unknown
- * publisher) form the group whose publisher is NULL.
+ * Copy the n rows of the claim just run (SPI_tuptable) into items, with
+ * their routes.
  */
-void
-dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest *req,
-			   ClaimedRound *round, MemoryContext cxt)
+static void
+copy_claimed(const RouteSet *routes, const ClaimStamp *stamp, TupleDesc rowdesc,
+			 PublishItem *items, int n)
 {
-	ClaimStamp	stamp = {req->consumer, req->as_of, req->lock_until};
-	TupleDesc	rowdesc;
-	PublishItem *items;
-	MemoryContext old;
-	int			n,
-				i,
-				b;
+	int			i;
 
-	memset(round, 0, sizeof(*round));
-	req->run_route_ids = routes->run_ids;
-	n = routes->n > 0 ? outbox_lock_claimable(req) : 0;
-	old = MemoryContextSwitchTo(cxt);
-	round->batches = palloc0(sizeof(PublishBatch) * Max(routes->n + 1, 1));
-	if (n == 0)
-	{
-		MemoryContextSwitchTo(old);
-		return;
-	}
-
-	rowdesc = message_rowdesc();
-	items = palloc0(sizeof(PublishItem) * n);
 	for (i = 0; i < n; i++)
 	{
 		OutboxMessage *m = message_copy_claimed(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-												rowdesc, &stamp);
+												rowdesc, stamp);
 		OutboxRoute *r = routes_for_message(routes, m->topic, m->route_id);
 
 		/* the route's ttl_ms may make the expiry earlier */
@@ -207,7 +184,71 @@ dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest
 		items[i].route = r;
 		items[i].retry_after_ms = -1;
 	}
+}
+
+/*
+ * Lock the claimable messages req describes (outbox_lock_claimable), copy
+ * them into cxt (which outlives SPI) with their routes, keep those of
+ * ordered keys that may go now (rank_key_runs), and group them by publisher
+ * (by key_rank, then in claim order within each group) into round.
+ * Messages of a route that cannot be used (broken config, unknown
+ * publisher) form the group whose publisher is NULL.
+ *
+ * Runs that could not be kept (their head is locked by another
+ * transaction, say) took places of the claim's LIMIT.  When the LIMIT was
+ * reached, a second claim looks past every row of the first for as many
+ * more, one message of a key at a time (the walk of every message behind,
+ * as claim() does), so that nothing waits behind such a key.
+ */
+void
+dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest *req,
+			   ClaimedRound *round, MemoryContext cxt)
+{
+	ClaimStamp	stamp = {req->consumer, req->as_of, req->lock_until};
+	TupleDesc	rowdesc;
+	PublishItem *items;
+	MemoryContext old;
+	int			n,
+				kept,
+				i,
+				b;
+
+	memset(round, 0, sizeof(*round));
+	req->run_route_ids = routes->run_ids;
+	n = routes->n > 0 ? outbox_lock_claimable(req, false) : 0;
+	old = MemoryContextSwitchTo(cxt);
+	round->batches = palloc0(sizeof(PublishBatch) * Max(routes->n + 1, 1));
+	if (n == 0)
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
+
+	rowdesc = message_rowdesc();
+	items = palloc0(sizeof(PublishItem) * 2 * n);
+	copy_claimed(routes, &stamp, rowdesc, items, n);
 	rank_key_runs(items, n);
+	kept = n;
+	for (i = 0; i < n; i++)
+		if (items[i].key_rank < 0)
+			kept--;
+	if (kept < n && n >= req->max_messages)
+	{
+		ClaimRequest again = *req;
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+		int			more;
+
+		for (i = 0; i < n; i++)
+			ids[i] = UUIDPGetDatum(&items[i].msg->id);
+		again.max_messages = n - kept;
+		again.except_ids = id_array(ids, n);
+		MemoryContextSwitchTo(old);
+		more = outbox_lock_claimable(&again, true);
+		MemoryContextSwitchTo(cxt);
+		copy_claimed(routes, &stamp, rowdesc, items + n, more);
+		rank_key_runs(items + n, more);
+		n += more;
+	}
 	n = order_by_rank(items, n);
 	for (i = 0; i < n; i++)
 	{

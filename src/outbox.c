@@ -598,7 +598,8 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * $3 topic, $4 lock_until, $5 as_of, $6/$7 routed exact topics / prefixes,
  * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from), $10 only
  * these ids (or NULL), $11 the fan-out routes whose copies may be claimed,
- * $12 the routes that take runs of a key (see KEY_RUN_OK).
+ * $12 the routes that take runs of a key (see KEY_RUN_OK), $13 ids not to
+ * give out (or NULL).
  * A message's route is its fan-out route when it is a copy bound to one
  * (route_id), else its topic's (fan-out routes have NULL patterns in r, so
  * _route_index passes them over).  On routes with "ordered": true, k is a
@@ -687,6 +688,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"          OR " M_ROUTE_ID " OPERATOR(pg_catalog.=) ANY ($11::pg_catalog.int8[]))" \
 	"     AND ($8::pg_catalog.text IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $8)" \
 	"     AND ($10::pg_catalog.uuid[] IS NULL OR m.id OPERATOR(pg_catalog.=) ANY ($10))" \
+	"     AND ($13::pg_catalog.uuid[] IS NULL OR NOT m.id OPERATOR(pg_catalog.=) ANY ($13))" \
 	"     AND CASE WHEN k.key_after IS NOT NULL THEN " RUN_OK \
 	"              WHEN NOT r.any_ordered OR m.message_key IS NULL" \
 	"                   OR NOT coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false) THEN true" \
@@ -741,7 +743,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 #define CANDIDATES(CANDIDATE_COLUMNS, RUN_OK, RUN_HEAD_JOIN) \
 	CANDIDATES_CTE(CANDIDATE_COLUMNS, "m.route_id", "e.route_id", "m.expires_at", RUN_OK, RUN_HEAD_JOIN)
 
-#define CLAIM_NARGS 12
+#define CLAIM_NARGS 13
 
 /* Fill the parameters of CANDIDATES_CTE from req. */
 static void
@@ -767,11 +769,13 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	nulls[10] = req->fanout_ids ? ' ' : 'n';
 	values[11] = req->run_route_ids;
 	nulls[11] = req->run_route_ids ? ' ' : 'n';
+	values[12] = req->except_ids;
+	nulls[12] = req->except_ids ? ' ' : 'n';
 }
 
 static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
 TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, INT8ARRAYOID,
-INT8ARRAYOID};
+INT8ARRAYOID, UUIDARRAYOID};
 
 /*
  * Run a claim statement with the plan it is written for: a walk of
@@ -849,23 +853,34 @@ outbox_claim(const ClaimRequest *req, bool columns_0_1_0)
  * SPI_tuptable in (available_at, id) order.  The caller publishes and then
  * records each outcome with one UPDATE (the *_many functions with
  * by_lock), or gives it a lease with outbox_lease_many, all in this
- * transaction.  One new row
- * version per message instead of two.  Caller is connected to SPI.
+ * transaction.  One new row version per message instead of two.
+ * heads_only: one message of a key at a time, as claim() gives them (for a
+ * second look past runs that could not be kept, see dispatch_claim).
+ * Caller is connected to SPI.
  */
 int
-outbox_lock_claimable(const ClaimRequest *req)
+outbox_lock_claimable(const ClaimRequest *req, bool heads_only)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr heads_plan = NULL;
 	Datum		values[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
+	SPIPlanPtr	p;
 
 	claim_parameters(req, values, nulls);
-	cached_plan(&plan,
-				CANDIDATES("m.*, k.key_after", KEY_RUN_OK, KEY_HEAD_JOIN)
-				" SELECT " MESSAGE_COLUMNS ", key_after FROM candidates"
-				"  WHERE NOT exhausted AND NOT lapsed ORDER BY due, id",
-				CLAIM_NARGS, claim_argtypes);
-	return run_claim_plan(plan, values, nulls);
+	if (heads_only)
+		p = cached_plan(&heads_plan,
+						CANDIDATES("m.*, k.key_after", "false", "")
+						" SELECT " MESSAGE_COLUMNS ", key_after FROM candidates"
+						"  WHERE NOT exhausted AND NOT lapsed ORDER BY due, id",
+						CLAIM_NARGS, claim_argtypes);
+	else
+		p = cached_plan(&plan,
+						CANDIDATES("m.*, k.key_after", KEY_RUN_OK, KEY_HEAD_JOIN)
+						" SELECT " MESSAGE_COLUMNS ", key_after FROM candidates"
+						"  WHERE NOT exhausted AND NOT lapsed ORDER BY due, id",
+						CLAIM_NARGS, claim_argtypes);
+	return run_claim_plan(p, values, nulls);
 }
 
 /*
@@ -1022,6 +1037,18 @@ check_tenant_access(Datum id)
 }
 
 /*
+ * "status = 'processing'" for a statement that finds its rows by id,
+ * written as a function call so that the planner cannot use
+ * messages_claim_idx (whose predicate an operator would imply) instead of
+ * the primary key: after a VACUUM under a snapshot held open, that index's
+ * statistics can say it is empty while it holds every dead entry, and each
+ * lookup then walked all of it (bench/claim_pinned.sh: mark_succeeded()
+ * fell from 13k to about 130 calls a second in the round after such a
+ * VACUUM).
+ */
+#define STATUS_IS_PROCESSING "pg_catalog.texteq(status, 'processing')"
+
+/*
  * Run one guarded single-message transition; return the new row as a
  * composite Datum in the caller's context, or raise why it was refused.
  */
@@ -1065,7 +1092,7 @@ txoutbox_mark_succeeded(PG_FUNCTION_ARGS)
 								   "   SET status = 'succeeded', published_at = $2, locked_by = NULL,"
 								   "       locked_at = NULL, updated_at = $2"
 								   " WHERE id OPERATOR(pg_catalog.=) $1"
-								   "   AND status OPERATOR(pg_catalog.=) 'processing'"
+								   "   AND " STATUS_IS_PROCESSING
 								   "   AND ($3::pg_catalog.text IS NULL OR locked_by OPERATOR(pg_catalog.=) $3)"
 								   " RETURNING *",
 								   3, argtypes, values, nulls,
@@ -1117,7 +1144,7 @@ txoutbox_mark_failed(PG_FUNCTION_ARGS)
 								   "       last_error = $2, locked_by = NULL, locked_at = NULL,"
 								   "       updated_at = $4"
 								   " WHERE id OPERATOR(pg_catalog.=) $1"
-								   "   AND status OPERATOR(pg_catalog.=) 'processing'"
+								   "   AND " STATUS_IS_PROCESSING
 								   "   AND ($5::pg_catalog.text IS NULL OR locked_by OPERATOR(pg_catalog.=) $5)"
 								   " RETURNING *",
 								   5, argtypes, values, nulls,
@@ -1406,7 +1433,7 @@ outbox_release_leases(Datum ids, const char *consumer, TimestampTz at)
 				"       last_error = pg_catalog.format("
 				"           'attempt %s by %s ended without an outcome (its worker exited or its round failed)',"
 				"           attempt_count, locked_by)"
-				" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'processing'"
+				" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND " STATUS_IS_PROCESSING
 				"   AND locked_by OPERATOR(pg_catalog.=) $2",
 				3, argtypes);
 	run_plan(plan, values, NULL, SPI_OK_UPDATE);

@@ -32,10 +32,11 @@ typedef struct ClaimRequest
 	Datum		run_route_ids;	/* int8[] of the ordered routes that take a
 								 * run of a key per claim
 								 * (outbox_lock_claimable), or 0 */
+	Datum		except_ids;		/* uuid[]: not these messages, or 0 */
 } ClaimRequest;
 
 extern int	outbox_claim(const ClaimRequest *req, bool columns_0_1_0);	/* rows in SPI_tuptable */
-extern int	outbox_lock_claimable(const ClaimRequest *req);	/* likewise */
+extern int	outbox_lock_claimable(const ClaimRequest *req, bool heads_only);	/* likewise */
 extern void outbox_lease_many(Datum ids, const char *consumer, TimestampTz as_of,
 							  TimestampTz lock_until);
 extern int	outbox_mark_succeeded_many(Datum ids, const char *consumer,

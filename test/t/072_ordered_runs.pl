@@ -12,8 +12,12 @@
 #     so the claim finds it first: it still goes out after the head;
 #   - kf: its head expired before anyone claimed it: it fails "expired"
 #     and blocks kf only (stats.blocked_keys 1, the rest never claimed);
-#     skip() lets the rest through, in order.
-# kx and kf hold more messages than a claim takes (batch_size 64) and are
+#     skip() lets the rest through, in order;
+#   - kl: its head is row-locked by another session's open transaction for
+#     40 s: the dispatchers skip it, and everything else flows meanwhile
+#     (the rows behind kl's head that a claim takes and cannot keep send it
+#     on a second look, one message of a key at a time).
+# kx, kf and kl hold more messages than a claim takes (batch_size 64) and are
 # enqueued before the producers' keys: were the messages behind their
 # waiting heads given out, they would take every claim's places each round
 # and nothing behind them would move.
@@ -40,7 +44,8 @@ my $per_key = 100;
 my $nprod = 4;
 my $edge = 10;     # messages on ka
 my $deep = 150;    # messages on each of kx and kf: more than a claim takes
-my $total = $nkeys * $per_key + $edge + 2 * $deep;
+my $total = $nkeys * $per_key + $edge + 3 * $deep;
+my $hold = 40;     # seconds kl's head stays row-locked
 
 my $node = txoutbox_node('ordered_runs',
 	'txoutbox.workers' => 2,
@@ -92,8 +97,26 @@ $node->safe_psql('postgres', qq{
 		expires_at => clock_timestamp());
 	SELECT count(txoutbox.enqueue('on.events', jsonb_build_object('seq', s), message_key => 'kf'))
 	  FROM generate_series(2, $deep) s;
-	UPDATE txoutbox.routes SET enabled = true WHERE topic_pattern = 'on.events';
+	-- kl: deep, its head row-locked below
+	SELECT count(txoutbox.enqueue('on.events', jsonb_build_object('seq', s), message_key => 'kl'))
+	  FROM generate_series(1, $deep) s;
 });
+# kl's head locked by an open transaction (taken before the route is
+# enabled again, so no dispatcher has it)
+my ($lock_out, $lock_err) = ('', '');
+my $lock_in = "BEGIN;
+SELECT 'locked ' || count(*) FROM (SELECT 1 FROM txoutbox.messages WHERE message_key = 'kl'
+                                    ORDER BY id LIMIT 1 FOR UPDATE) l;
+SELECT pg_sleep($hold);
+COMMIT;
+";
+my $locker = IPC::Run::start(
+	[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres') ],
+	'<', \$lock_in, '>', \$lock_out, '2>', \$lock_err);
+my $lock_until = time() + $hold;
+$locker->pump until $lock_out =~ /locked 1/ || $lock_err ne '';
+die "the locker failed: $lock_err" if $lock_err ne '';
+$node->safe_psql('postgres', q{UPDATE txoutbox.routes SET enabled = true WHERE topic_pattern = 'on.events'});
 my $lease_taken = time();
 
 my @producers;
@@ -127,7 +150,18 @@ else
 	note('the producers outlasted the lease: the kx-during-lease check is skipped');
 }
 
+# while kl's head is locked: everything but kf and kl
 my $want = $total - $deep;    # all but kf
+$listener->pump_until(sub { scalar($listener->envelopes('on_ch')) >= $want - $deep }, ($want - $deep) . ' notifications');
+# (the lock lasts 40 s; here the rest takes 10-20 s, and all of it waits
+# for the lock when the rows behind kl's head fill every claim)
+my $left = $lock_until - time();
+cmp_ok($left, '>', 0,
+	sprintf('everything behind kl was published while its head was locked (%.1f s before the lock ended)', $left));
+is($node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE status = 'succeeded') FROM txoutbox.messages WHERE message_key = 'kl'}),
+	'0', 'kl: nothing published while its head is locked');
+$locker->finish;
 $listener->pump_until(sub { scalar($listener->envelopes('on_ch')) >= $want }, "$want notifications");
 $node->poll_query_until('postgres', qq{
 	SELECT count(*) FILTER (WHERE status = 'succeeded') = $want
@@ -158,7 +192,7 @@ sub check_order
 	return \%seqs;
 }
 my $seqs = check_order('before skip', $listener->envelopes('on_ch'));
-is(scalar(keys %$seqs), $nkeys + 2, 'every key but kf notified');
+is(scalar(keys %$seqs), $nkeys + 3, 'every key but kf notified');
 is(scalar(@{ $seqs->{kx} }) . '|' . scalar(@{ $seqs->{ka} }), "$deep|$edge", 'kx and ka complete');
 is($node->safe_psql('postgres', q{
 		SELECT attempt_count || ':' || (published_at - created_at > interval '7.5 seconds')
