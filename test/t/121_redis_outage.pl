@@ -110,14 +110,21 @@ cmp_ok($node->safe_psql('postgres', "SELECT max(attempt_count) FROM txoutbox.mes
 my ($pid) = wait_for_workers($node, 1);
 enqueue('out.b');
 my $at_worker_kill = wait_succeeded('out.b', 1000);
+my $log_pos = -s $node->logfile;
 kill 'KILL', $pid;    # the postmaster restarts everything (restart_after_crash)
 cmp_ok($at_worker_kill, '<', $n, "the worker was SIGKILLed mid-stream (about $at_worker_kill of $n succeeded)");
+# no query until the restart is over (one that meets it loses its connection)
+TxoutboxTest::wait_for_log_since($node, qr/all server processes terminated; reinitializing/, $log_pos)
+  or die 'the postmaster did not reinitialise after the worker was killed';
+my $up_by = time() + $PostgreSQL::Test::Utils::timeout_default;
+usleep(100_000) until eval { $node->safe_psql('postgres', 'SELECT 1') } || time() > $up_by;
+my ($new_pid) = wait_for_workers($node, 1);
 ok( $node->poll_query_until('postgres', "SELECT count(*) = $n FROM txoutbox.messages WHERE topic = 'out.b' AND status = 'succeeded'"),
 	"all $n messages succeeded after the restart");
 ($lost, $dups, $entries, $ids) = check_stream('out.b');
 is($lost, 0, 'worker killed: 0 lost');
 diag("worker SIGKILLed after $at_worker_kill of $n: $entries entries for $n messages, $dups duplicates (sent, not yet marked)");
-isnt((wait_for_workers($node, 1))[0], $pid, 'a new worker took over');
+isnt($new_pid, $pid, 'a new worker took over');
 
 # ---- the server frozen with refused XADDs pipelined before good ones ----
 # Replies come in order: were the late WRONGTYPE replies of the timed-out
