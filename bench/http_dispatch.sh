@@ -22,7 +22,7 @@
 # Env: N, CONCURRENCY (default 32), WRK_SECONDS (10), LAT_N (300; 0 skips the
 # latency part),
 # GAP_MS (20), LOAD_RATE (1000; 0 skips), FSYNC (on), WORKERS (1; the worker
-# CPU figure is the first dispatcher's), PROFILE (1: perf records the first
+# CPU figure is the first dispatcher's), BENCH_PERF (1: perf records the first
 # dispatcher through the throughput part and the top functions, self and
 # inclusive, go to stderr; needs perf, from linux-perf).
 . "$(dirname "$0")/lib.sh"
@@ -103,7 +103,7 @@ tck=$(getconf CLK_TCK)
 bench_log "enqueueing $N messages in one transaction"
 bench_psql -c "SELECT count(*) FROM (SELECT txoutbox.enqueue('bench.http', '$BODY'::jsonb) FROM generate_series(1, $N)) s" >/dev/null
 perfpid=
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "${BENCH_PERF:-0}" = 1 ]; then
 	perf record -q -g -o "$BENCH_DIR/http.perf" -p "$wpid" >/dev/null 2>&1 &
 	perfpid=$!
 	sleep 0.5
@@ -120,9 +120,9 @@ if [ -n "$perfpid" ]; then
 	wait "$perfpid" || true
 	{
 		echo "== perf: the dispatcher, self time"
-		perf report -q -i "$BENCH_DIR/http.perf" --no-children --sort symbol --percent-limit 1 -g none 2>/dev/null | grep -v '^$' | head -n 40
+		perf report -q -i "$BENCH_DIR/http.perf" --no-children --sort symbol --percent-limit 1 -g none 2>/dev/null | grep -v '^$' | head -n 40 || true
 		echo "== perf: the dispatcher, inclusive (children)"
-		perf report -q -i "$BENCH_DIR/http.perf" --children --sort symbol --percent-limit 4 -g none 2>/dev/null | grep -v '^$' | head -n 40
+		perf report -q -i "$BENCH_DIR/http.perf" --children --sort symbol --percent-limit 4 -g none 2>/dev/null | grep -v '^$' | head -n 40 || true
 	} >&2
 fi
 rate=$(python3 -c "print('%.0f' % ($N / ($t1 - $t0)))")
