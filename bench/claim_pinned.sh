@@ -30,7 +30,7 @@ bench_install
 declare -A total last rounds
 
 one_run() {
-	local pin=$1 pinpid= fifo r t0 t1 secs consumed=0 rates=()
+	local pin=$1 r t0 t1 secs consumed=0 rates=()
 	bench_start "claim$pin" "fsync = $FSYNC" "txoutbox.workers = 1"
 	bench_psql >/dev/null <<'EOF'
 -- The consumer: claim a batch and commit (the lease), ack every message of
@@ -54,19 +54,7 @@ BEGIN
 END
 $$;
 EOF
-	if [ "$pin" = 1 ]; then
-		fifo=$BENCH_DIR/pin.fifo
-		mkfifo "$fifo"
-		chmod 666 "$fifo"
-		"${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE=bench \
-			psql -X -q -A -t <"$fifo" >"$BENCH_DIR/pin.out" 2>&1 &
-		pinpid=$!
-		exec 3>"$fifo"
-		echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM txoutbox.messages;" >&3
-		sleep 1
-		bench_psql -c "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" | grep -qx 1 \
-			|| { bench_log "the pinning session holds no snapshot"; return 1; }
-	fi
+	if [ "$pin" = 1 ]; then bench_pin || return 1; fi
 	for r in $(seq 1 "$ROUNDS"); do
 		bench_psql -c "SELECT count(txoutbox.enqueue('bench.ext', jsonb_build_object('order_id', g, 'amount', 1999, 'currency', 'EUR'))) FROM generate_series(1, $PER) g" >/dev/null
 		t0=$(date +%s.%N)
@@ -84,11 +72,8 @@ EOF
 	ok=$(bench_psql -c "SELECT count(*) FROM txoutbox.messages WHERE status = 'succeeded'")
 	[ "$ok" = "$CLAIM_N" ] || { bench_log "only $ok of $CLAIM_N succeeded"; return 1; }
 	if [ "$pin" = 1 ]; then
-		bench_psql -c "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" | grep -qx 1 \
-			|| { bench_log "the pinning session lost its snapshot before the end"; return 1; }
-		echo "COMMIT;" >&3
-		exec 3>&-
-		wait "$pinpid" || true
+		bench_pin_held || { bench_log "the pinning session lost its snapshot before the end"; return 1; }
+		bench_unpin
 	fi
 	bench_stop
 	trap - EXIT

@@ -101,6 +101,35 @@ bench_stop() {
 	fi
 }
 
+# Pin the xmin horizon of the bench cluster: a second session opens a
+# REPEATABLE READ transaction, takes its snapshot and stays idle in it
+# until bench_unpin (VACUUM can remove nothing meanwhile).  Fails when no
+# such session shows.
+bench_pin() {
+	local fifo=$BENCH_DIR/pin.fifo
+	mkfifo "$fifo"
+	chmod 666 "$fifo"
+	"${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE=bench \
+		psql -X -q -A -t <"$fifo" >"$BENCH_DIR/pin.out" 2>&1 &
+	BENCH_PIN_PID=$!
+	exec 3>"$fifo"
+	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM txoutbox.messages;" >&3
+	sleep 1
+	bench_pin_held || { bench_log "the pinning session holds no snapshot"; return 1; }
+}
+
+# Whether the session of bench_pin still holds its snapshot.
+bench_pin_held() {
+	bench_psql -c "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" | grep -qx 1
+}
+
+# End the transaction of bench_pin, and its session.
+bench_unpin() {
+	echo "COMMIT;" >&3
+	exec 3>&-
+	wait "$BENCH_PIN_PID" || true
+}
+
 # psql on the bench cluster: quiet, unaligned, stop on error.
 bench_psql() {
 	"${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE="${PGDATABASE}" \

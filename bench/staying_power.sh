@@ -36,25 +36,13 @@ pn() { "${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE=bench B
 worker_pid() { bench_psql -c "SELECT pid FROM txoutbox.worker_status() WHERE pid IS NOT NULL LIMIT 1"; }
 mem() { awk '/^(VmRSS|RssAnon):/ {printf "%s ", $2}' "/proc/$1/status"; }
 
-declare -A rounds first last first3 last3 total dead size idx rss0 rss1 anon0 anon1 xmin_held
+declare -A rounds first last first3 last3 total dead size idx rss0 rss1 anon0 anon1
 
 one_run() {
-	local pin=$1 pinpid= fifo r wpid secs rates=()
+	local pin=$1 r wpid secs rates=()
 	bench_start "staying$pin" "fsync = $FSYNC" "txoutbox.workers = 1" "txoutbox.batch_size = $BATCH"
 	bench_psql -c "SELECT txoutbox.add_route('bench.notify', 'notify', '{\"channel\": \"bench\"}') IS NOT NULL" >/dev/null
-	if [ "$pin" = 1 ]; then
-		fifo=$BENCH_DIR/pin.fifo
-		mkfifo "$fifo"
-		chmod 666 "$fifo"
-		"${BENCH_AS[@]}" env PGHOST="$PGHOST" PGPORT="$PGPORT" PGDATABASE=bench \
-			psql -X -q -A -t <"$fifo" >"$BENCH_DIR/pin.out" 2>&1 &
-		pinpid=$!
-		exec 3>"$fifo"
-		echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM txoutbox.messages;" >&3
-		sleep 1
-		bench_psql -c "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" | grep -qx 1 \
-			|| { bench_log "the pinning session holds no snapshot"; return 1; }
-	fi
+	if [ "$pin" = 1 ]; then bench_pin || return 1; fi
 	wpid=$(worker_pid)
 	read -r rss0[$pin] anon0[$pin] <<<"$(mem "$wpid")"
 	local t_start
@@ -87,11 +75,8 @@ one_run() {
 	size[$pin]=$(bench_psql -c "SELECT pg_size_pretty(pg_total_relation_size('txoutbox.messages'))")
 	idx[$pin]=$(bench_psql -c "SELECT pg_size_pretty(pg_relation_size('txoutbox.messages_claim_idx'))")
 	if [ "$pin" = 1 ]; then
-		xmin_held[$pin]=$(bench_psql -c "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL")
-		echo "COMMIT;" >&3
-		exec 3>&-
-		wait "$pinpid" || true
-		[ "${xmin_held[$pin]}" = 1 ] || bench_log "the pinning session lost its snapshot before the end"
+		bench_pin_held || bench_log "the pinning session lost its snapshot before the end"
+		bench_unpin
 	fi
 	bench_stop
 	trap - EXIT

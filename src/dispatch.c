@@ -84,11 +84,10 @@ compare_item_ids(const void *a, const void *b)
  * lower), a key's head gets rank 0 and a message whose predecessor is in
  * this claim with a rank gets one more, if an in-transaction publisher
  * takes it (see the file header).  The rest get -1 and wait: their
- * predecessor was not claimed with them (another dispatcher holds it, it
- * was failed by this claim for its expiry or its attempts, or the claim's
- * LIMIT came first; the claim gives out no run whose head or predecessor is
- * not claimable, see KEY_RUN_OK in outbox.c).  Items without a key order
- * get 0.
+ * predecessor was not claimed with them (another transaction holds its row
+ * lock, or this claim failed it for its expiry or its attempts; the claim
+ * gives out no run whose head or predecessor is finished or due later, see
+ * KEY_RUN_OK in outbox.c).  Items without a key order get 0.
  */
 static void
 rank_key_runs(PublishItem *items, int n)

@@ -16,7 +16,6 @@ use strict;
 use warnings;
 
 use lib 'test/t';
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -58,49 +57,15 @@ $node->safe_psql('postgres', qq{
 	\$\$;
 	SELECT txoutbox.add_route('ord.events', 'function',
 		'{"function": "public.ord_publish", "ordered": true, "max_attempts": 2, "retry_base_delay_ms": 50}');
-	-- producer p of n: keys k<i> with i % n = p, per_tx seqs of each of its
-	-- keys per transaction, seq 1..per_key in order within each key
-	CREATE PROCEDURE produce(p int, n int, nkeys int, per_key int, per_tx int)
-	LANGUAGE plpgsql AS \$\$
-	DECLARE
-		first int := 1;
-	BEGIN
-		WHILE first <= per_key LOOP
-			FOR s IN first .. least(first + per_tx - 1, per_key) LOOP
-				FOR i IN 0 .. nkeys - 1 LOOP
-					CONTINUE WHEN i % n <> p;
-					PERFORM txoutbox.enqueue('ord.events',
-						jsonb_build_object('seq', s, 'producer', p),
-						message_key => format('k%s', lpad(i::text, 2, '0')));
-				END LOOP;
-			END LOOP;
-			COMMIT;
-			first := first + per_tx;
-		END LOOP;
-	END
-	\$\$;
 });
+create_produce_procedure($node);
 my @pids = wait_for_workers($node, 4);
 is(scalar @pids, 4, 'four dispatchers run');
 
 # Four producers at once, each in its own session.
 my $tp = time();
-my @producers;
-for my $p (0 .. $nprod - 1)
-{
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[
-			'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
-			'-c', "CALL produce($p, $nprod, $nkeys, $per_key, 10)"
-		],
-		'>', \$out, '2>', \$err);
-	push @producers, [ $h, \$out, \$err ];
-}
-for my $p (@producers)
-{
-	ok($p->[0]->finish, 'producer finished') or diag(${ $p->[2] });
-}
+ok($_->[0], 'producer finished') or diag($_->[1])
+  for run_producers($node, 'ord.events', $nprod, $nkeys, $per_key, 10);
 note(sprintf('the producers took %.1f s', time() - $tp));
 is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT message_key) FROM txoutbox.messages'),
 	"$total|$nkeys", "$total messages on $nkeys keys enqueued");

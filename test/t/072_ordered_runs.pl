@@ -53,27 +53,8 @@ my $node = txoutbox_node('ordered_runs',
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION txoutbox;
 	SELECT txoutbox.add_route('on.events', 'notify', '{"channel": "on_ch", "ordered": true, "retry_base_delay_ms": 50}') IS NOT NULL;
-	-- producer p of n: keys k<i> with i % n = p, per_tx seqs of each of its
-	-- keys per transaction, seq 1..per_key in order within each key
-	CREATE PROCEDURE produce(p int, n int, nkeys int, per_key int, per_tx int)
-	LANGUAGE plpgsql AS $$
-	DECLARE
-		first int := 1;
-	BEGIN
-		WHILE first <= per_key LOOP
-			FOR s IN first .. least(first + per_tx - 1, per_key) LOOP
-				FOR i IN 0 .. nkeys - 1 LOOP
-					CONTINUE WHEN i % n <> p;
-					PERFORM txoutbox.enqueue('on.events', jsonb_build_object('seq', s),
-						message_key => format('k%s', lpad(i::text, 2, '0')));
-				END LOOP;
-			END LOOP;
-			COMMIT;
-			first := first + per_tx;
-		END LOOP;
-	END
-	$$;
 });
+create_produce_procedure($node);
 wait_for_workers($node, 2);
 my $listener = TxoutboxTest::Listener->new($node, 'postgres', 'on_ch');
 
@@ -119,19 +100,8 @@ die "the locker failed: $lock_err" if $lock_err ne '';
 $node->safe_psql('postgres', q{UPDATE txoutbox.routes SET enabled = true WHERE topic_pattern = 'on.events'});
 my $lease_taken = time();
 
-my @producers;
-for my $p (0 .. $nprod - 1)
-{
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[
-			'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
-			'-c', "CALL produce($p, $nprod, $nkeys, $per_key, 5)"
-		],
-		'>', \$out, '2>', \$err);
-	push @producers, [ $h, \$err ];
-}
-ok($_->[0]->finish, 'producer finished') or diag(${ $_->[1] }) for @producers;
+ok($_->[0], 'producer finished') or diag($_->[1])
+  for run_producers($node, 'on.events', $nprod, $nkeys, $per_key, 5);
 
 # kx waits for the lease: its head is still leased, nothing after it moved
 # (checked while the lease lasts: the producers take about a second here;

@@ -18,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(txoutbox_node init_utf8 worker_pids wait_for_workers check_server_log
-  log_since wait_for_log_since);
+  log_since wait_for_log_since create_produce_procedure run_producers);
 
 # initdb for $node with UTF8 encoding and the C locale, whatever locale the
 # caller's environment has (none, in a minimal container): the suites count
@@ -74,6 +74,56 @@ sub wait_for_workers
 		  . " WHERE pid IS NOT NULL AND state IN ('idle', 'dispatching')")
 	  or die "$n txoutbox worker(s) did not become ready in $db";
 	return worker_pids($node, $db);
+}
+
+# Per-key producers for the ordered-route tests: creates the procedure
+# produce(topic, p, n, nkeys, per_key, per_tx) in $node's postgres database.
+# Producer p of n enqueues on the keys k<i> with i % n = p, per_tx seqs of
+# each of its keys per transaction, payload {"seq": s, "producer": p}, seq
+# 1..per_key in order within each key.
+sub create_produce_procedure
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', q{
+		CREATE PROCEDURE produce(topic text, p int, n int, nkeys int, per_key int, per_tx int)
+		LANGUAGE plpgsql AS $$
+		DECLARE
+			first int := 1;
+		BEGIN
+			WHILE first <= per_key LOOP
+				FOR s IN first .. least(first + per_tx - 1, per_key) LOOP
+					FOR i IN 0 .. nkeys - 1 LOOP
+						CONTINUE WHEN i % n <> p;
+						PERFORM txoutbox.enqueue(topic, jsonb_build_object('seq', s, 'producer', p),
+							message_key => format('k%s', lpad(i::text, 2, '0')));
+					END LOOP;
+				END LOOP;
+				COMMIT;
+				first := first + per_tx;
+			END LOOP;
+		END
+		$$});
+	return;
+}
+
+# Run producers 0 .. $nprod - 1 of produce() at once, each in its own
+# session, and wait for them; returns one [finished cleanly, stderr] each.
+sub run_producers
+{
+	my ($node, $topic, $nprod, $nkeys, $per_key, $per_tx) = @_;
+	my @running;
+	for my $p (0 .. $nprod - 1)
+	{
+		my ($out, $err) = ('', '');
+		my $h = IPC::Run::start(
+			[
+				'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
+				'-c', "CALL produce('$topic', $p, $nprod, $nkeys, $per_key, $per_tx)"
+			],
+			'>', \$out, '2>', \$err);
+		push @running, [ $h, \$err ];
+	}
+	return map { [ $_->[0]->finish, ${ $_->[1] } ] } @running;
 }
 
 # The server log from byte offset $from on.
