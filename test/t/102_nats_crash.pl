@@ -27,9 +27,11 @@ $node->safe_psql('postgres',
 	"SELECT count(txoutbox.enqueue('orders.created', jsonb_build_object('i', i))) FROM generate_series(1, $n) i");
 my $t0 = time();
 while ($c->stream_count('ORDERS') < 3000 && time() - $t0 < 60) { usleep(10_000); }
+my $log_pos = -s $node->logfile;
 kill 'KILL', $pid;
 my $at_kill = $c->stream_count('ORDERS');
 cmp_ok($at_kill, '<', $n, "the worker was killed mid-stream ($at_kill of $n in the stream)");
+TxoutboxTest::wait_for_crash_restart($node, $log_pos);
 
 my ($new_pid) = wait_for_workers($node, 1);
 isnt($new_pid, $pid, 'a new worker took over');

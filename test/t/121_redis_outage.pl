@@ -113,11 +113,7 @@ my $at_worker_kill = wait_succeeded('out.b', 1000);
 my $log_pos = -s $node->logfile;
 kill 'KILL', $pid;    # the postmaster restarts everything (restart_after_crash)
 cmp_ok($at_worker_kill, '<', $n, "the worker was SIGKILLed mid-stream (about $at_worker_kill of $n succeeded)");
-# no query until the restart is over (one that meets it loses its connection)
-TxoutboxTest::wait_for_log_since($node, qr/all server processes terminated; reinitializing/, $log_pos)
-  or die 'the postmaster did not reinitialise after the worker was killed';
-my $up_by = time() + $PostgreSQL::Test::Utils::timeout_default;
-usleep(100_000) until eval { $node->safe_psql('postgres', 'SELECT 1') } || time() > $up_by;
+TxoutboxTest::wait_for_crash_restart($node, $log_pos);
 my ($new_pid) = wait_for_workers($node, 1);
 ok( $node->poll_query_until('postgres', "SELECT count(*) = $n FROM txoutbox.messages WHERE topic = 'out.b' AND status = 'succeeded'"),
 	"all $n messages succeeded after the restart");

@@ -18,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(txoutbox_node init_utf8 worker_pids wait_for_workers check_server_log
-  log_since wait_for_log_since create_produce_procedure run_producers);
+  log_since wait_for_log_since wait_for_crash_restart create_produce_procedure run_producers);
 
 # initdb for $node with UTF8 encoding and the C locale, whatever locale the
 # caller's environment has (none, in a minimal container): the suites count
@@ -143,6 +143,20 @@ sub wait_for_log_since
 		usleep(100_000);
 	}
 	return 0;
+}
+
+# After a test killed a server process: wait until the postmaster has
+# reinitialised (its log after offset $from says so) and takes connections
+# again.  A query sent before that can meet the restart and lose its
+# connection, or be refused while the server recovers.
+sub wait_for_crash_restart
+{
+	my ($node, $from) = @_;
+	wait_for_log_since($node, qr/all server processes terminated; reinitializing/, $from)
+	  or die 'the postmaster did not reinitialise after the crash';
+	my $up_by = time() + $PostgreSQL::Test::Utils::timeout_default;
+	usleep(100_000) until eval { $node->safe_psql('postgres', 'SELECT 1'); 1 } || time() > $up_by;
+	return;
 }
 
 # The log has no PANIC, no backend killed by a signal other than those the
