@@ -214,7 +214,12 @@ dispatch_claim(const DispatchOptions *opts, const RouteSet *routes, ClaimRequest
 
 	memset(round, 0, sizeof(*round));
 	req->run_route_ids = routes->run_ids;
-	n = routes->n > 0 ? outbox_lock_claimable(req, false) : 0;
+	/*
+	 * No route may take a message now (all paused, held, out of tokens or
+	 * full): the claim would find none, after walking every claimable
+	 * message of theirs.
+	 */
+	n = routes->room > 0 ? outbox_lock_claimable(req, false) : 0;
 	old = MemoryContextSwitchTo(cxt);
 	round->batches = palloc0(sizeof(PublishBatch) * Max(routes->n + 1, 1));
 	if (n == 0)

@@ -204,8 +204,14 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	if (opts->only_ids != (Datum) 0)
 		outbox_release_leases(opts->only_ids, opts->consumer, now);	/* ours: claim them again */
 	if (routes.n > 0 && opts->only_ids == (Datum) 0)
+	{
 		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes, routes.all_fanout_ids,
 									   NULL);
+		if (routes.room > 0)
+			req.scan_from = low_water_room_mark(req.scan_from, routes.all_exact, routes.all_prefixes,
+												routes.all_fanout_ids, routes.exact, routes.prefixes,
+												routes.fanout_ids);
+	}
 
 	dispatch_claim(opts, &routes, &req, &round, round_cxt);
 	network = MemoryContextAlloc(round_cxt, sizeof(PublishBatch) * Max(round.nbatches, 1));
@@ -245,7 +251,9 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 		else
 			after_lease[nafter++] = *batch;
 	}
-	counts->next_due = outbox_next_due(routes.exact, routes.prefixes, routes.fanout_ids);
+	/* (no route with room: each says when it may get some, next_unblock) */
+	if (routes.room > 0)
+		counts->next_due = outbox_next_due(routes.exact, routes.prefixes, routes.fanout_ids);
 	if (routes.next_unblock != 0 && routes.next_unblock < counts->next_due)
 		counts->next_due = routes.next_unblock;
 	worker_xact_commit(round_cxt);
