@@ -208,8 +208,7 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes, routes.all_fanout_ids,
 									   NULL);
 		if (routes.room > 0)
-			req.scan_from = low_water_room_mark(req.scan_from, routes.all_exact, routes.all_prefixes,
-												routes.all_fanout_ids, routes.exact, routes.prefixes,
+			req.scan_from = low_water_room_mark(req.scan_from, routes.exact, routes.prefixes,
 												routes.fanout_ids);
 	}
 

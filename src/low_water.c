@@ -164,7 +164,6 @@ void
 low_water_forget(void)
 {
 	low_water.mark = 0;
-	low_water.room_mark = 0;
 }
 
 /*
@@ -223,20 +222,19 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
  * The worker's claim start for the routes with room this round
  * (route_exact/route_prefixes/fanout_ids, as the claim names them; see the
  * file header), right after low_water_mark() returned mark for every
- * enabled route (all_hash: hash_routes of those).  Both are safe starts for
- * these routes, so the later one is.
+ * enabled route (whose hash it keeps in routes_hash).  Both are safe starts
+ * for these routes, so the later one is.
  */
 TimestampTz
-low_water_room_mark(TimestampTz mark, Datum all_exact, Datum all_prefixes, Datum all_fanout_ids,
-					Datum route_exact, Datum route_prefixes, Datum fanout_ids)
+low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, Datum fanout_ids)
 {
 	uint32		room_hash = hash_routes(route_exact, route_prefixes, fanout_ids);
+	TimestampTz start = GetCurrentTimestamp();
 	bool		full;
 	TimestampTz from;
 	TimestampTz first;
 
-	if (mark == DT_NOBEGIN ||
-		room_hash == hash_routes(all_exact, all_prefixes, all_fanout_ids))
+	if (mark == DT_NOBEGIN || room_hash == low_water.routes_hash)
 	{
 		low_water.room_mark = 0;
 		return mark;
@@ -251,7 +249,7 @@ low_water_room_mark(TimestampTz mark, Datum all_exact, Datum all_prefixes, Datum
 		low_water.room_hash = room_hash;
 		low_water.room_announced = low_water.nannounced;
 		low_water.room_last_full = low_water.clock;
-		low_water.room_full_cost_us = GetCurrentTimestamp() - low_water.clock;
+		low_water.room_full_cost_us = GetCurrentTimestamp() - start;
 	}
 	low_water.room_mark = Max(mark, Min(low_water.clock, Min(low_water.writers, first)));
 	return low_water.room_mark;

@@ -13,8 +13,7 @@
 
 extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids,
 								  const char *tenant);
-extern TimestampTz low_water_room_mark(TimestampTz mark, Datum all_exact, Datum all_prefixes,
-									   Datum all_fanout_ids, Datum route_exact,
+extern TimestampTz low_water_room_mark(TimestampTz mark, Datum route_exact,
 									   Datum route_prefixes, Datum fanout_ids);
 extern void low_water_forget(void);
 
