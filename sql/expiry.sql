@@ -102,7 +102,23 @@ SELECT * FROM txoutbox.dispatch();
 SELECT status, attempt_count, last_error FROM txoutbox.get(:'l1');
 -- stats count them failed
 SELECT topic, status, messages FROM txoutbox.stats ORDER BY topic, status;
+-- one whose expiry passes between its claim and its turn is failed unsent,
+-- the attempt its claim counted given back: both claimed in one round, the
+-- function route's batch goes first and takes 1.5 s, and the notify
+-- route's message expires 1 s after it was enqueued
+CREATE FUNCTION public.exp_slow(m txoutbox.messages) RETURNS void
+LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); END $$;
+SELECT id FROM txoutbox.add_route('slow', 'function', '{"function": "public.exp_slow"}');
+BEGIN;
+SELECT count(*) FROM txoutbox.enqueue('slow', '{}');
+SELECT count(*) FROM txoutbox.enqueue('late', '{"behind": "slow"}',
+                                      expires_at => clock_timestamp() + interval '1 second');
+COMMIT;
+SELECT * FROM txoutbox.dispatch();
+SELECT topic, status, attempt_count, last_error FROM txoutbox.messages
+ WHERE topic = 'slow' OR payload ? 'behind' ORDER BY id;
 
 TRUNCATE txoutbox.messages;
 TRUNCATE txoutbox.routes RESTART IDENTITY;
 DROP FUNCTION public.exp_fail(txoutbox.messages);
+DROP FUNCTION public.exp_slow(txoutbox.messages);

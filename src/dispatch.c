@@ -512,7 +512,9 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		bad_ids[nbad] = UUIDPGetDatum(&it->msg->id);
 		max_null[nbad] = (policy == NULL || policy->max_attempts <= 0);
 		max_att[nbad] = Int32GetDatum(max_null[nbad] ? 0 : policy->max_attempts);
-		not_sent[nbad] = BoolGetDatum(it->not_sent && it->outcome == PUBLISH_RETRY);
+		/* the attempt its claim counted is given back when it was not sent */
+		not_sent[nbad] = BoolGetDatum((it->not_sent && it->outcome == PUBLISH_RETRY) ||
+									  it->expired);
 		next_null[nbad] = (it->outcome == PUBLISH_FAILED);
 		/* only dispatch()'s retry_delay can go that far (checked then) */
 		next_at[nbad] = next_null[nbad] ? (Datum) 0 :

@@ -58,6 +58,8 @@ session_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.route_exact = routes.exact;
 	req.route_prefixes = routes.prefixes;
 	req.fanout_ids = routes.fanout_ids;
+	req.overlap_patterns = routes.overlap_patterns;
+	req.overlap_room = routes.overlap_room;
 	req.tenant = settings_bound_tenant();
 	req.scan_from = DT_NOBEGIN;
 

@@ -199,6 +199,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.route_exact = routes.exact;
 	req.route_prefixes = routes.prefixes;
 	req.fanout_ids = routes.fanout_ids;
+	req.overlap_patterns = routes.overlap_patterns;
+	req.overlap_room = routes.overlap_room;
 	req.only_ids = opts->only_ids;
 	req.scan_from = DT_NOBEGIN;
 	if (opts->only_ids != (Datum) 0)

@@ -599,7 +599,10 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * $8 tenant, $9 the low-water mark (see ClaimRequest.scan_from), $10 only
  * these ids (or NULL), $11 the fan-out routes whose copies may be claimed,
  * $12 the routes that take runs of a key (see KEY_RUN_OK), $13 ids not to
- * give out (or NULL).
+ * give out (or NULL), $14/$15 the topic patterns of the routes and whether
+ * each has room, when a route without room shares topics with a prefix
+ * route that has some (RouteSet.overlap_patterns; else NULL): a routed
+ * message is given out only when its own route has room.
  * A message's route is its fan-out route when it is a copy bound to one
  * (route_id), else its topic's (fan-out routes have NULL patterns in r, so
  * _route_index passes them over).  On routes with "ordered": true, k is a
@@ -689,6 +692,8 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"     AND ($8::pg_catalog.text IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $8)" \
 	"     AND ($10::pg_catalog.uuid[] IS NULL OR m.id OPERATOR(pg_catalog.=) ANY ($10))" \
 	"     AND ($13::pg_catalog.uuid[] IS NULL OR NOT m.id OPERATOR(pg_catalog.=) ANY ($13))" \
+	"     AND ($14::pg_catalog.text[] IS NULL OR " M_ROUTE_ID " IS NOT NULL" \
+	"          OR ($15::pg_catalog.bool[])[txoutbox._route_index(m.topic, $14)])" \
 	"     AND CASE WHEN k.key_after IS NOT NULL THEN " RUN_OK \
 	"              WHEN NOT r.any_ordered OR m.message_key IS NULL" \
 	"                   OR NOT coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false) THEN true" \
@@ -743,7 +748,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 #define CANDIDATES(CANDIDATE_COLUMNS, RUN_OK, RUN_HEAD_JOIN) \
 	CANDIDATES_CTE(CANDIDATE_COLUMNS, "m.route_id", "e.route_id", "m.expires_at", RUN_OK, RUN_HEAD_JOIN)
 
-#define CLAIM_NARGS 13
+#define CLAIM_NARGS 15
 
 /* Fill the parameters of CANDIDATES_CTE from req. */
 static void
@@ -771,11 +776,15 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	nulls[11] = req->run_route_ids ? ' ' : 'n';
 	values[12] = req->except_ids;
 	nulls[12] = req->except_ids ? ' ' : 'n';
+	values[13] = req->overlap_patterns;
+	nulls[13] = req->overlap_patterns ? ' ' : 'n';
+	values[14] = req->overlap_room;
+	nulls[14] = req->overlap_room ? ' ' : 'n';
 }
 
 static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
 TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, INT8ARRAYOID,
-INT8ARRAYOID, UUIDARRAYOID};
+INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
 
 /*
  * Run a claim statement with the plan it is written for: a walk of

@@ -33,6 +33,9 @@ typedef struct ClaimRequest
 								 * run of a key per claim
 								 * (outbox_lock_claimable), or 0 */
 	Datum		except_ids;		/* uuid[]: not these messages, or 0 */
+	Datum		overlap_patterns;	/* text[] and bool[]: only the messages whose
+									 * own route has room (RouteSet's), or 0 */
+	Datum		overlap_room;
 } ClaimRequest;
 
 extern int	outbox_claim(const ClaimRequest *req, bool columns_0_1_0);	/* rows in SPI_tuptable */

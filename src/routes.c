@@ -295,6 +295,74 @@ int8_array(Datum *ids, int n)
 }
 
 /*
+ * Whether a route without room takes topics that a prefix route with room
+ * also matches: its pattern starts with that route's prefix.  (An exact
+ * route with room needs no such check: it is the most specific for its
+ * topic.)
+ */
+static bool
+room_overlaps(const RouteSet *set)
+{
+	int			i,
+				j;
+
+	for (i = 0; i < set->n; i++)
+	{
+		const OutboxRoute *shut = &set->routes[i];
+
+		if (shut->fanout || shut->broken != NULL || shut->room > 0)
+			continue;
+		for (j = 0; j < set->n; j++)
+		{
+			const OutboxRoute *open = &set->routes[j];
+			size_t		plen = strlen(open->pattern);
+
+			if (open->fanout || (open->broken == NULL && open->room == 0) ||
+				plen == 0 || open->pattern[plen - 1] != '*')
+				continue;
+			if (strncmp(shut->pattern, open->pattern, plen - 1) == 0 &&
+				strcmp(shut->pattern, open->pattern) != 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* The overlap_patterns and overlap_room of set (see RouteSet). */
+static void
+set_overlap(RouteSet *set)
+{
+	Datum	   *patterns;
+	bool	   *pattern_nulls;
+	Datum	   *room;
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			i;
+
+	set->overlap_patterns = (Datum) 0;
+	set->overlap_room = (Datum) 0;
+	if (!room_overlaps(set))
+		return;
+	patterns = palloc(sizeof(Datum) * set->n);
+	pattern_nulls = palloc(sizeof(bool) * set->n);
+	room = palloc(sizeof(Datum) * set->n);
+	for (i = 0; i < set->n; i++)
+	{
+		const OutboxRoute *r = &set->routes[i];
+
+		pattern_nulls[i] = r->fanout;
+		patterns[i] = r->fanout ? (Datum) 0 : CStringGetTextDatum(r->pattern);
+		/* a broken route's messages are claimed, to fail with the reason */
+		room[i] = BoolGetDatum(r->broken != NULL || r->room > 0);
+	}
+	dims[0] = set->n;
+	set->overlap_patterns = PointerGetDatum(construct_md_array(patterns, pattern_nulls, 1, dims, lbs,
+															   TEXTOID, -1, false, TYPALIGN_INT));
+	set->overlap_room = PointerGetDatum(construct_array(room, set->n, BOOLOID, 1, true,
+														TYPALIGN_CHAR));
+}
+
+/*
  * Load the enabled routes into set, allocated in cxt.  A route whose
  * publisher is unknown or whose config no longer parses (say, its function
  * was dropped) is kept with `broken` set, so its messages fail with that
@@ -422,6 +490,7 @@ routes_load(RouteSet *set, MemoryContext cxt)
 	set->all_prefixes = text_array(all_prefixes, nall_prefix);
 	set->all_fanout_ids = int8_array(all_fanout_ids, nall_fanout);
 	set->run_ids = int8_array(run_ids, nrun);
+	set_overlap(set);
 	MemoryContextSwitchTo(old);
 }
 

@@ -66,6 +66,15 @@ typedef struct RouteSet
 	Datum		exact;			/* text[] of exact patterns */
 	Datum		prefixes;		/* text[] of the prefixes of prefix patterns */
 	Datum		fanout_ids;		/* int8[] of fan-out routes (their copies) */
+	/*
+	 * When a route without room takes topics that a prefix route with room
+	 * also matches (orders.big beside orders.*): the topic patterns of
+	 * every route (NULL for fan-out routes) and whether each has room, so
+	 * that a claim takes a message only where its own route (the most
+	 * specific, _route_index) has room; else 0 (the arrays above say it).
+	 */
+	Datum		overlap_patterns;	/* text[] */
+	Datum		overlap_room;	/* bool[] */
 	/* the same for every enabled route */
 	Datum		all_exact;
 	Datum		all_prefixes;

@@ -1,7 +1,8 @@
 # A route's rate limit (a token bucket shared by the dispatchers: 200
 # messages a second, measured over 10 s with two dispatchers), Retry-After
 # holding the whole route, and pause_route() / resume_route() across a
-# restart (a paused route keeps its messages and counts no attempts).
+# restart (a paused route keeps its messages and counts no attempts, and
+# they do not hold up a prefix route that matches their topic too).
 use strict;
 use warnings;
 
@@ -93,6 +94,22 @@ is($node->safe_psql('postgres', "SELECT state FROM txoutbox.route_health WHERE r
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM txoutbox.messages WHERE topic = 'pz' AND status = 'pending' AND attempt_count = 0"),
 	'10', 'and the messages are still untouched');
+
+# ---- a paused route's messages do not stall a prefix route that also matches them --
+# p* takes "pa"; "pz" stays pz's.  With batch_size 3 the ten paused
+# messages ahead of "pa" would fill every claim if claims counted them.
+$node->safe_psql('postgres', q{SELECT count(*) FROM txoutbox.enqueue('pa', '{}')});
+$node->safe_psql('postgres', 'ALTER SYSTEM SET txoutbox.batch_size = 3');
+$node->reload;
+sleep 2;
+$node->safe_psql('postgres', q{SELECT txoutbox.add_route('p*', 'notify', '{"channel": "pwide"}')});
+ok($node->poll_query_until('postgres', q{SELECT status = 'succeeded' FROM txoutbox.messages WHERE topic = 'pa'}),
+	'a message of the prefix route p* went past the ten of the paused route pz');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM txoutbox.messages WHERE topic = 'pz' AND status = 'pending' AND attempt_count = 0"),
+	'10', 'which are still untouched');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET txoutbox.batch_size');
+$node->reload;
 is($node->safe_psql('postgres', "SELECT paused_at IS NULL FROM txoutbox.resume_route($pz)"), 't',
 	'resume_route');
 ok( $node->poll_query_until('postgres',

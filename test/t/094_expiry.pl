@@ -73,6 +73,7 @@ ok($node->poll_query_until('postgres', qq{SELECT status = 'failed' FROM txoutbox
 my ($error, $attempts, $failed_at) = split /\|/, $node->safe_psql('postgres',
 	qq{SELECT last_error, attempt_count, extract(epoch FROM updated_at) FROM txoutbox.messages WHERE id = '$waiting'});
 is($error, 'expired', 'it failed "expired"');
+is($attempts, 0, 'its claim\'s attempt was given back (it was not sent)');
 ok($node->poll_query_until('postgres', q{
 		SELECT status = 'succeeded' FROM txoutbox.messages WHERE topic = 'exp.hang' AND payload ->> 'n' = '1'}),
 	'the hanging request finished');
