@@ -41,9 +41,10 @@
  * the previous such mark on, or from the mark above when that set of
  * routes changed (a route got room again: its messages may lie anywhere
  * after the mark), when the mark above was refreshed in full for a rescan
- * or a change of routes, and on its own safety-net period (as above, from
+ * or a change of routes or found a message behind where it was (what the
+ * safety net catches), and on its own safety-net period (as above, from
  * its own cost: that walk passes the backlog of the routes left out).  The
- * set is compared by a hash of its arrays; the second mark is the first
+ * set is compared with a copy of its arrays; the second mark is the first
  * when the two sets are alike.
  *
  * A mark is per process: the worker keeps one for its routes, and a
@@ -68,6 +69,8 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/backend_status.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "low_water.h"
@@ -85,12 +88,13 @@ static struct
 	uint32		routes_hash;	/* the routes at the last full refresh */
 	TimestampTz last_full;
 	int64		full_cost_us;
-	uint64		nannounced;		/* full refreshes for a rescan or new routes */
+	uint64		nannounced;		/* full refreshes for a rescan or new routes,
+								 * or that found a message behind the mark */
 	TimestampTz clock;			/* read by the last low_water_mark() */
 	TimestampTz writers;		/* likewise */
 	/* the mark of the routes with room (low_water_room_mark) */
 	TimestampTz room_mark;		/* 0: none */
-	uint32		room_hash;
+	Datum		room_set[3];	/* its routes' arrays (in TopMemoryContext) */
 	uint64		room_announced; /* nannounced when room_mark was computed */
 	TimestampTz room_last_full; /* when room_mark was last computed from mark */
 	int64		room_full_cost_us;
@@ -141,8 +145,35 @@ hash_text_array(Datum a)
 static bool
 refresh_due(TimestampTz last_full, int64 cost_us, TimestampTz clock)
 {
-	return clock - last_full >= Max((int64) txoutbox_poll_interval_ms * 1000,
-									Min(10 * cost_us, FULL_REFRESH_MAX_US));
+	return clock < last_full ||	/* the clock stepped back */
+		clock - last_full >= Max((int64) txoutbox_poll_interval_ms * 1000,
+								 Min(10 * cost_us, FULL_REFRESH_MAX_US));
+}
+
+/* Whether the three arrays (or 0s) of kept and set are the same bytes. */
+static bool
+same_arrays(const Datum *kept, const Datum *set)
+{
+	for (int i = 0; i < 3; i++)
+		if ((kept[i] == (Datum) 0 || set[i] == (Datum) 0) ? kept[i] != set[i] :
+			!datumIsEqual(kept[i], set[i], false, -1))
+			return false;
+	return true;
+}
+
+/* Replace the arrays in kept by copies of set's, in TopMemoryContext. */
+static void
+keep_arrays(Datum *kept, const Datum *set)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	for (int i = 0; i < 3; i++)
+	{
+		if (kept[i] != (Datum) 0)
+			pfree(DatumGetPointer(kept[i]));
+		kept[i] = set[i] == (Datum) 0 ? (Datum) 0 : datumCopy(set[i], false, -1);
+	}
+	MemoryContextSwitchTo(old);
 }
 
 /* A hash of a set of routes, as the claim names them. */
@@ -209,7 +240,7 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 		low_water.routes_hash = routes_hash;
 		low_water.last_full = clock;
 		low_water.full_cost_us = GetCurrentTimestamp() - clock;
-		if (announced)
+		if (announced || first < low_water.mark)
 			low_water.nannounced++;
 	}
 	low_water.clock = clock;
@@ -228,25 +259,27 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 TimestampTz
 low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, Datum fanout_ids)
 {
-	uint32		room_hash = hash_routes(route_exact, route_prefixes, fanout_ids);
+	Datum		set[3] = {route_exact, route_prefixes, fanout_ids};
 	TimestampTz start = GetCurrentTimestamp();
 	bool		full;
 	TimestampTz from;
 	TimestampTz first;
 
-	if (mark == DT_NOBEGIN || room_hash == low_water.routes_hash)
+	/* (a collision of the hashes costs only speed: mark is safe) */
+	if (mark == DT_NOBEGIN ||
+		hash_routes(route_exact, route_prefixes, fanout_ids) == low_water.routes_hash)
 	{
 		low_water.room_mark = 0;
 		return mark;
 	}
-	full = low_water.room_mark == 0 || low_water.room_hash != room_hash ||
+	full = low_water.room_mark == 0 || !same_arrays(low_water.room_set, set) ||
 		low_water.room_announced != low_water.nannounced ||
 		refresh_due(low_water.room_last_full, low_water.room_full_cost_us, low_water.clock);
 	from = full ? mark : Max(mark, low_water.room_mark);
 	first = outbox_first_unfinished(from, route_exact, route_prefixes, fanout_ids);
 	if (full)
 	{
-		low_water.room_hash = room_hash;
+		keep_arrays(low_water.room_set, set);
 		low_water.room_announced = low_water.nannounced;
 		low_water.room_last_full = low_water.clock;
 		low_water.room_full_cost_us = GetCurrentTimestamp() - start;

@@ -156,6 +156,17 @@ advance();
 $node->safe_psql('postgres',
 	q{SELECT txoutbox.enqueue('lw.past_beside', '{}', available_at => now() - interval '1 hour')});
 delivered('lw.past_beside', 'beside a paused route, a message enqueued with a past available_at is delivered');
+# the second mark keeps below the writers as the first does
+my $beside = $node->background_psql('postgres');
+$beside->query_safe(q{BEGIN; SELECT txoutbox.enqueue('lw.long_beside', '{}');});
+advance() for 1 .. 3;
+$beside->query_safe('COMMIT');
+delivered('lw.long_beside', 'beside a paused route, a message committed long after it was enqueued is delivered');
+$beside->query_safe(q{BEGIN; SELECT 1;});
+advance() for 1 .. 3;
+$beside->query_safe(q{SELECT txoutbox.enqueue('lw.late_beside', '{}'); COMMIT;});
+delivered('lw.late_beside', 'beside a paused route, a message enqueued late in an old transaction is delivered');
+$beside->quit;
 $node->safe_psql('postgres', "SELECT txoutbox.resume_route($held)");
 delivered('held', 'the paused route\'s message is delivered once it is resumed');
 
