@@ -104,15 +104,15 @@ SELECT status, attempt_count, last_error FROM txoutbox.get(:'l1');
 SELECT topic, status, messages FROM txoutbox.stats ORDER BY topic, status;
 -- one whose expiry passes between its claim and its turn is failed unsent,
 -- the attempt its claim counted given back: both claimed in one round, the
--- function route's batch goes first and takes 1.5 s, and the notify
--- route's message expires 1 s after it was enqueued
+-- function route's batch goes first and takes 3 s, and the notify
+-- route's message expires 2 s after it was enqueued
 CREATE FUNCTION public.exp_slow(m txoutbox.messages) RETURNS void
-LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); END $$;
+LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); END $$;
 SELECT id FROM txoutbox.add_route('slow', 'function', '{"function": "public.exp_slow"}');
 BEGIN;
 SELECT count(*) FROM txoutbox.enqueue('slow', '{}');
 SELECT count(*) FROM txoutbox.enqueue('late', '{"behind": "slow"}',
-                                      expires_at => clock_timestamp() + interval '1 second');
+                                      expires_at => clock_timestamp() + interval '2 seconds');
 COMMIT;
 SELECT * FROM txoutbox.dispatch();
 SELECT topic, status, attempt_count, last_error FROM txoutbox.messages

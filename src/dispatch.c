@@ -512,7 +512,7 @@ dispatch_mark(const PublishBatch *b, const DispatchOptions *opts, bool by_lock,
 		bad_ids[nbad] = UUIDPGetDatum(&it->msg->id);
 		max_null[nbad] = (policy == NULL || policy->max_attempts <= 0);
 		max_att[nbad] = Int32GetDatum(max_null[nbad] ? 0 : policy->max_attempts);
-		/* the attempt its claim counted is given back when it was not sent */
+		/* one not sent counts no attempt (a lease's is given back) */
 		not_sent[nbad] = BoolGetDatum((it->not_sent && it->outcome == PUBLISH_RETRY) ||
 									  it->expired);
 		next_null[nbad] = (it->outcome == PUBLISH_FAILED);

@@ -211,7 +211,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 									   NULL);
 		if (routes.room > 0)
 			req.scan_from = low_water_room_mark(req.scan_from, routes.exact, routes.prefixes,
-												routes.fanout_ids);
+												routes.fanout_ids, routes.overlap_patterns,
+												routes.overlap_room);
 	}
 
 	dispatch_claim(opts, &routes, &req, &round, round_cxt);
@@ -254,7 +255,8 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	}
 	/* (no route with room: each says when it may get some, next_unblock) */
 	if (routes.room > 0)
-		counts->next_due = outbox_next_due(routes.exact, routes.prefixes, routes.fanout_ids);
+		counts->next_due = outbox_next_due(routes.exact, routes.prefixes, routes.fanout_ids,
+										   routes.overlap_patterns, routes.overlap_room);
 	if (routes.next_unblock != 0 && routes.next_unblock < counts->next_due)
 		counts->next_due = routes.next_unblock;
 	worker_xact_commit(round_cxt);

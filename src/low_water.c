@@ -78,6 +78,9 @@
 #include "settings.h"
 #include "shmem.h"
 
+/* the arrays that name the routes with room (low_water_room_mark) */
+#define ROOM_ARRAYS 5
+
 /* the full-refresh period grows with its cost up to this (10 s) */
 #define FULL_REFRESH_MAX_US (10 * USECS_PER_SEC)
 
@@ -94,7 +97,7 @@ static struct
 	TimestampTz writers;		/* likewise */
 	/* the mark of the routes with room (low_water_room_mark) */
 	TimestampTz room_mark;		/* 0: none */
-	Datum		room_set[3];	/* its routes' arrays (in TopMemoryContext) */
+	Datum		room_set[ROOM_ARRAYS];	/* its routes' arrays (in TopMemoryContext) */
 	uint64		room_announced; /* nannounced when room_mark was computed */
 	TimestampTz room_last_full; /* when room_mark was last computed from mark */
 	int64		room_full_cost_us;
@@ -150,11 +153,11 @@ refresh_due(TimestampTz last_full, int64 cost_us, TimestampTz clock)
 								 Min(10 * cost_us, FULL_REFRESH_MAX_US));
 }
 
-/* Whether the three arrays (or 0s) of kept and set are the same bytes. */
+/* Whether the arrays (or 0s) of kept and set are the same bytes. */
 static bool
 same_arrays(const Datum *kept, const Datum *set)
 {
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < ROOM_ARRAYS; i++)
 		if ((kept[i] == (Datum) 0 || set[i] == (Datum) 0) ? kept[i] != set[i] :
 			!datumIsEqual(kept[i], set[i], false, -1))
 			return false;
@@ -167,11 +170,13 @@ keep_arrays(Datum *kept, const Datum *set)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < ROOM_ARRAYS; i++)
 	{
+		Datum		copy = set[i] == (Datum) 0 ? (Datum) 0 : datumCopy(set[i], false, -1);
+
 		if (kept[i] != (Datum) 0)
 			pfree(DatumGetPointer(kept[i]));
-		kept[i] = set[i] == (Datum) 0 ? (Datum) 0 : datumCopy(set[i], false, -1);
+		kept[i] = copy;
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -233,7 +238,7 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 
 	writers = oldest_writer_start();
 	first = outbox_first_unfinished(full ? DT_NOBEGIN : low_water.mark,
-									route_exact, route_prefixes, fanout_ids);
+									route_exact, route_prefixes, fanout_ids, 0, 0);
 	if (full)
 	{
 		low_water.rescan_seen = generation;
@@ -251,15 +256,17 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 
 /*
  * The worker's claim start for the routes with room this round
- * (route_exact/route_prefixes/fanout_ids, as the claim names them; see the
- * file header), right after low_water_mark() returned mark for every
+ * (route_exact/route_prefixes/fanout_ids and overlap_patterns/overlap_room,
+ * as the claim names them; see the file header), right after low_water_mark() returned mark for every
  * enabled route (whose hash it keeps in routes_hash).  Both are safe starts
  * for these routes, so the later one is.
  */
 TimestampTz
-low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, Datum fanout_ids)
+low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, Datum fanout_ids,
+					Datum overlap_patterns, Datum overlap_room)
 {
-	Datum		set[3] = {route_exact, route_prefixes, fanout_ids};
+	Datum		set[ROOM_ARRAYS] = {route_exact, route_prefixes, fanout_ids, overlap_patterns,
+	overlap_room};
 	TimestampTz start = GetCurrentTimestamp();
 	bool		full;
 	TimestampTz from;
@@ -276,7 +283,8 @@ low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, D
 		low_water.room_announced != low_water.nannounced ||
 		refresh_due(low_water.room_last_full, low_water.room_full_cost_us, low_water.clock);
 	from = full ? mark : Max(mark, low_water.room_mark);
-	first = outbox_first_unfinished(from, route_exact, route_prefixes, fanout_ids);
+	first = outbox_first_unfinished(from, route_exact, route_prefixes, fanout_ids,
+									overlap_patterns, overlap_room);
 	if (full)
 	{
 		keep_arrays(low_water.room_set, set);

@@ -14,7 +14,8 @@
 extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids,
 								  const char *tenant);
 extern TimestampTz low_water_room_mark(TimestampTz mark, Datum route_exact,
-									   Datum route_prefixes, Datum fanout_ids);
+									   Datum route_prefixes, Datum fanout_ids,
+									   Datum overlap_patterns, Datum overlap_room);
 extern void low_water_forget(void);
 
 #endif							/* TXOUTBOX_LOW_WATER_H */

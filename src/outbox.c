@@ -1350,17 +1350,19 @@ outbox_purge_batch(TimestampTz cutoff, int limit)
 
 /*
  * The earliest available_at, from "from" on, of an unfinished message the
- * dispatcher could claim (whatever its status or lock), or DT_NOEND.
+ * dispatcher could claim (whatever its status or lock), or DT_NOEND;
+ * overlap_patterns/overlap_room as the claim's (ClaimRequest), or 0.
  * Caller is connected to SPI.
  */
 TimestampTz
 outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixes,
-						Datum fanout_ids)
+						Datum fanout_ids, Datum overlap_patterns, Datum overlap_room)
 {
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[4] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	static Oid	argtypes[6] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+	TEXTARRAYOID, BOOLARRAYOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	Datum		d;
 
@@ -1371,6 +1373,10 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 	nulls[2] = route_prefixes ? ' ' : 'n';
 	values[3] = fanout_ids;
 	nulls[3] = fanout_ids ? ' ' : 'n';
+	values[4] = overlap_patterns;
+	nulls[4] = overlap_patterns ? ' ' : 'n';
+	values[5] = overlap_room;
+	nulls[5] = overlap_room ? ' ' : 'n';
 	cached_plan(&plan,
 				"SELECT available_at FROM txoutbox.messages m"
 				" WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")"
@@ -1379,8 +1385,10 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 				"        OR (m.route_id IS NULL AND (m.topic OPERATOR(pg_catalog.=) ANY ($2)"
 				"                                    OR m.topic OPERATOR(pg_catalog.^@) ANY ($3)))"
 				"        OR m.route_id OPERATOR(pg_catalog.=) ANY ($4))"
+				"   AND ($5::pg_catalog.text[] IS NULL OR m.route_id IS NOT NULL"
+				"        OR ($6::pg_catalog.bool[])[txoutbox._route_index(m.topic, $5)])"
 				" ORDER BY m.available_at, m.id LIMIT 1",
-				4, argtypes);
+				6, argtypes);
 	if (run_claim_plan(plan, values, nulls) == 0)
 		return DT_NOEND;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -1393,10 +1401,11 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
  * lease), or DT_NOEND.  Caller is connected to SPI.
  */
 TimestampTz
-outbox_next_due(Datum route_exact, Datum route_prefixes, Datum fanout_ids)
+outbox_next_due(Datum route_exact, Datum route_prefixes, Datum fanout_ids,
+				Datum overlap_patterns, Datum overlap_room)
 {
 	return outbox_first_unfinished(GetCurrentTimestamp() + 1, route_exact, route_prefixes,
-								   fanout_ids);
+								   fanout_ids, overlap_patterns, overlap_room);
 }
 
 /*

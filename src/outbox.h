@@ -50,9 +50,11 @@ extern int	outbox_mark_failed_many(Datum ids, Datum reasons, Datum next_attempts
 									bool by_lock);
 extern int64 outbox_purge_batch(TimestampTz cutoff, int limit);
 extern TimestampTz outbox_next_due(Datum route_exact, Datum route_prefixes,
-								   Datum fanout_ids);
+								   Datum fanout_ids, Datum overlap_patterns,
+								   Datum overlap_room);
 extern TimestampTz outbox_first_unfinished(TimestampTz from, Datum route_exact,
-										   Datum route_prefixes, Datum fanout_ids);
+										   Datum route_prefixes, Datum fanout_ids,
+										   Datum overlap_patterns, Datum overlap_room);
 extern int	outbox_leased_by(const char *consumer);	/* rows in SPI_tuptable */
 extern void outbox_release_leases(Datum ids, const char *consumer, TimestampTz at);
 extern int64 retry_backoff_ms(int attempt, int64 base_ms, int64 max_ms);

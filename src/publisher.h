@@ -62,8 +62,8 @@ typedef struct PublishItem
 	bool		held_back;		/* not_sent by txoutbox's own choice (its
 								 * lease, its route's breaker): says nothing
 								 * of the endpoint */
-	bool		expired;		/* FAILED for its expiry (not sent, so the
-								 * attempt its lease counted is given back);
+	bool		expired;		/* FAILED for its expiry, not sent: it counts
+								 * no attempt (a lease's is given back);
 								 * error, if any, is its last attempt's */
 	int			key_rank;		/* on an ordered route, its place in the run of
 								 * its key claimed this round (0: the key's

@@ -167,6 +167,16 @@ advance() for 1 .. 3;
 $beside->query_safe(q{SELECT txoutbox.enqueue('lw.late_beside', '{}'); COMMIT;});
 delivered('lw.late_beside', 'beside a paused route, a message enqueued late in an old transaction is delivered');
 $beside->quit;
+# a prefix route that matches the paused route's topic too: its marks and
+# claims pass over the paused message (its own route has no room), and the
+# resume must still find it
+$node->safe_psql('postgres',
+	q{SELECT txoutbox.add_route('hel*', 'function', '{"function": "public.deliver"}')});
+$node->safe_psql('postgres', q{SELECT txoutbox.enqueue('helium', '{}')});
+delivered('helium', 'beside a paused route, a message of a prefix route that matches its topic too is delivered');
+advance() for 1 .. 2;
+is($node->safe_psql('postgres', "SELECT count(*) FROM delivered WHERE topic = 'held'"), '0',
+	'and the paused route\'s message is still not delivered');
 $node->safe_psql('postgres', "SELECT txoutbox.resume_route($held)");
 delivered('held', 'the paused route\'s message is delivered once it is resumed');
 
