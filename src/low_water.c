@@ -257,9 +257,10 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 /*
  * The worker's claim start for the routes with room this round
  * (route_exact/route_prefixes/fanout_ids and overlap_patterns/overlap_room,
- * as the claim names them; see the file header), right after low_water_mark() returned mark for every
- * enabled route (whose hash it keeps in routes_hash).  Both are safe starts
- * for these routes, so the later one is.
+ * as the claim names them; see the file header), right after
+ * low_water_mark() returned mark for every enabled route (whose hash it
+ * keeps in routes_hash).  Both are safe starts for these routes, so the
+ * later one is.
  */
 TimestampTz
 low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, Datum fanout_ids,
