@@ -55,11 +55,7 @@ session_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.as_of = now;
 	req.lock_until = opts->lock_until != 0 ? opts->lock_until :
 		TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
-	req.route_exact = routes.exact;
-	req.route_prefixes = routes.prefixes;
-	req.fanout_ids = routes.fanout_ids;
-	req.overlap_patterns = routes.overlap_patterns;
-	req.overlap_room = routes.overlap_room;
+	req.routes = routes.with_room;
 	req.tenant = settings_bound_tenant();
 	req.scan_from = DT_NOBEGIN;
 

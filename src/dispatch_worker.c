@@ -196,23 +196,16 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	req.max_messages = (int) Max(Min(routes.room, opts->max_messages), 1);
 	req.as_of = now;
 	req.lock_until = TimestampTzPlusMilliseconds(now, txoutbox_lock_timeout_ms);
-	req.route_exact = routes.exact;
-	req.route_prefixes = routes.prefixes;
-	req.fanout_ids = routes.fanout_ids;
-	req.overlap_patterns = routes.overlap_patterns;
-	req.overlap_room = routes.overlap_room;
+	req.routes = routes.with_room;
 	req.only_ids = opts->only_ids;
 	req.scan_from = DT_NOBEGIN;
 	if (opts->only_ids != (Datum) 0)
 		outbox_release_leases(opts->only_ids, opts->consumer, now);	/* ours: claim them again */
 	if (routes.n > 0 && opts->only_ids == (Datum) 0)
 	{
-		req.scan_from = low_water_mark(routes.all_exact, routes.all_prefixes, routes.all_fanout_ids,
-									   NULL);
+		req.scan_from = low_water_mark(&routes.all, NULL);
 		if (routes.room > 0)
-			req.scan_from = low_water_room_mark(req.scan_from, routes.exact, routes.prefixes,
-												routes.fanout_ids, routes.overlap_patterns,
-												routes.overlap_room);
+			req.scan_from = low_water_room_mark(req.scan_from, &routes.with_room);
 	}
 
 	dispatch_claim(opts, &routes, &req, &round, round_cxt);
@@ -255,8 +248,7 @@ worker_round(const DispatchOptions *opts, DispatchCounts *counts)
 	}
 	/* (no route with room: each says when it may get some, next_unblock) */
 	if (routes.room > 0)
-		counts->next_due = outbox_next_due(routes.exact, routes.prefixes, routes.fanout_ids,
-										   routes.overlap_patterns, routes.overlap_room);
+		counts->next_due = outbox_next_due(&routes.with_room);
 	if (routes.next_unblock != 0 && routes.next_unblock < counts->next_due)
 		counts->next_due = routes.next_unblock;
 	worker_xact_commit(round_cxt);

@@ -78,8 +78,8 @@
 #include "settings.h"
 #include "shmem.h"
 
-/* the arrays that name the routes with room (low_water_room_mark) */
-#define ROOM_ARRAYS 5
+/* the arrays of a RouteFilter (filter_arrays) */
+#define FILTER_ARRAYS 5
 
 /* the full-refresh period grows with its cost up to this (10 s) */
 #define FULL_REFRESH_MAX_US (10 * USECS_PER_SEC)
@@ -97,7 +97,7 @@ static struct
 	TimestampTz writers;		/* likewise */
 	/* the mark of the routes with room (low_water_room_mark) */
 	TimestampTz room_mark;		/* 0: none */
-	Datum		room_set[ROOM_ARRAYS];	/* its routes' arrays (in TopMemoryContext) */
+	Datum		room_set[FILTER_ARRAYS];	/* its routes' arrays (in TopMemoryContext) */
 	uint64		room_announced; /* nannounced when room_mark was computed */
 	TimestampTz room_last_full; /* when room_mark was last computed from mark */
 	int64		room_full_cost_us;
@@ -153,11 +153,22 @@ refresh_due(TimestampTz last_full, int64 cost_us, TimestampTz clock)
 								 Min(10 * cost_us, FULL_REFRESH_MAX_US));
 }
 
+/* The arrays (or 0s) of routes, in a fixed order. */
+static void
+filter_arrays(const RouteFilter *routes, Datum *arrays)
+{
+	arrays[0] = routes->exact;
+	arrays[1] = routes->prefixes;
+	arrays[2] = routes->fanout_ids;
+	arrays[3] = routes->overlap_patterns;
+	arrays[4] = routes->overlap_room;
+}
+
 /* Whether the arrays (or 0s) of kept and set are the same bytes. */
 static bool
 same_arrays(const Datum *kept, const Datum *set)
 {
-	for (int i = 0; i < ROOM_ARRAYS; i++)
+	for (int i = 0; i < FILTER_ARRAYS; i++)
 		if ((kept[i] == (Datum) 0 || set[i] == (Datum) 0) ? kept[i] != set[i] :
 			!datumIsEqual(kept[i], set[i], false, -1))
 			return false;
@@ -170,7 +181,7 @@ keep_arrays(Datum *kept, const Datum *set)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-	for (int i = 0; i < ROOM_ARRAYS; i++)
+	for (int i = 0; i < FILTER_ARRAYS; i++)
 	{
 		Datum		copy = set[i] == (Datum) 0 ? (Datum) 0 : datumCopy(set[i], false, -1);
 
@@ -181,13 +192,13 @@ keep_arrays(Datum *kept, const Datum *set)
 	MemoryContextSwitchTo(old);
 }
 
-/* A hash of a set of routes, as the claim names them. */
+/* A hash of a set of routes, as the claim names them (overlap aside). */
 static uint32
-hash_routes(Datum route_exact, Datum route_prefixes, Datum fanout_ids)
+hash_routes(const RouteFilter *routes)
 {
-	return hash_combine(hash_combine(hash_text_array(route_exact),
-									 hash_text_array(route_prefixes)),
-						hash_text_array(fanout_ids));
+	return hash_combine(hash_combine(hash_text_array(routes->exact),
+									 hash_text_array(routes->prefixes)),
+						hash_text_array(routes->fanout_ids));
 }
 
 /*
@@ -205,13 +216,13 @@ low_water_forget(void)
 /*
  * The claim scan's start for this round (see the file header): DT_NOBEGIN
  * or a mark.  Call at the start of the round's transaction, connected to
- * SPI, before its claim; route_exact/route_prefixes/fanout_ids: every
- * enabled route (all 0: every message); tenant: the tenant the claim is
+ * SPI, before its claim; routes: every enabled route (all 0: every
+ * message); tenant: the tenant the claim is
  * bound to, or NULL (a change of it starts afresh: under a forced row
  * policy what the claim sees changes with it).
  */
 TimestampTz
-low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const char *tenant)
+low_water_mark(const RouteFilter *routes, const char *tenant)
 {
 	TimestampTz clock;
 	TimestampTz writers;
@@ -227,7 +238,7 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 
 	clock = GetCurrentTimestamp();
 	generation = pg_atomic_read_u64(&txoutbox_shared->rescan_generation);
-	routes_hash = hash_routes(route_exact, route_prefixes, fanout_ids);
+	routes_hash = hash_routes(routes);
 	if (tenant != NULL)
 		routes_hash = hash_combine(routes_hash,
 								   hash_bytes((const unsigned char *) tenant, strlen(tenant)));
@@ -237,8 +248,7 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 	full = announced || refresh_due(low_water.last_full, low_water.full_cost_us, clock);
 
 	writers = oldest_writer_start();
-	first = outbox_first_unfinished(full ? DT_NOBEGIN : low_water.mark,
-									route_exact, route_prefixes, fanout_ids, 0, 0);
+	first = outbox_first_unfinished(full ? DT_NOBEGIN : low_water.mark, routes);
 	if (full)
 	{
 		low_water.rescan_seen = generation;
@@ -255,37 +265,33 @@ low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids, const 
 }
 
 /*
- * The worker's claim start for the routes with room this round
- * (route_exact/route_prefixes/fanout_ids and overlap_patterns/overlap_room,
+ * The worker's claim start for the routes with room this round (routes,
  * as the claim names them; see the file header), right after
  * low_water_mark() returned mark for every enabled route (whose hash it
  * keeps in routes_hash).  Both are safe starts for these routes, so the
  * later one is.
  */
 TimestampTz
-low_water_room_mark(TimestampTz mark, Datum route_exact, Datum route_prefixes, Datum fanout_ids,
-					Datum overlap_patterns, Datum overlap_room)
+low_water_room_mark(TimestampTz mark, const RouteFilter *routes)
 {
-	Datum		set[ROOM_ARRAYS] = {route_exact, route_prefixes, fanout_ids, overlap_patterns,
-	overlap_room};
+	Datum		set[FILTER_ARRAYS];
 	TimestampTz start = GetCurrentTimestamp();
 	bool		full;
 	TimestampTz from;
 	TimestampTz first;
 
 	/* (a collision of the hashes costs only speed: mark is safe) */
-	if (mark == DT_NOBEGIN ||
-		hash_routes(route_exact, route_prefixes, fanout_ids) == low_water.routes_hash)
+	if (mark == DT_NOBEGIN || hash_routes(routes) == low_water.routes_hash)
 	{
 		low_water.room_mark = 0;
 		return mark;
 	}
+	filter_arrays(routes, set);
 	full = low_water.room_mark == 0 || !same_arrays(low_water.room_set, set) ||
 		low_water.room_announced != low_water.nannounced ||
 		refresh_due(low_water.room_last_full, low_water.room_full_cost_us, low_water.clock);
 	from = full ? mark : Max(mark, low_water.room_mark);
-	first = outbox_first_unfinished(from, route_exact, route_prefixes, fanout_ids,
-									overlap_patterns, overlap_room);
+	first = outbox_first_unfinished(from, routes);
 	if (full)
 	{
 		keep_arrays(low_water.room_set, set);

@@ -11,11 +11,10 @@
 
 #include "datatype/timestamp.h"
 
-extern TimestampTz low_water_mark(Datum route_exact, Datum route_prefixes, Datum fanout_ids,
-								  const char *tenant);
-extern TimestampTz low_water_room_mark(TimestampTz mark, Datum route_exact,
-									   Datum route_prefixes, Datum fanout_ids,
-									   Datum overlap_patterns, Datum overlap_room);
+#include "outbox.h"
+
+extern TimestampTz low_water_mark(const RouteFilter *routes, const char *tenant);
+extern TimestampTz low_water_room_mark(TimestampTz mark, const RouteFilter *routes);
 extern void low_water_forget(void);
 
 #endif							/* TXOUTBOX_LOW_WATER_H */

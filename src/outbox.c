@@ -60,6 +60,21 @@
 #define UNFINISHED "'{pending,retrying,processing}'::pg_catalog.text[]"
 #define KEY_BLOCKING "'{pending,processing,retrying,failed}'::pg_catalog.text[]"
 
+/*
+ * Whether message m is on the routes of a RouteFilter, given as parameters
+ * (EXACT, PREFIXES, FANOUT_IDS, PATTERNS, ROOM: "$n"); M_ROUTE_ID is the
+ * expression for m.route_id.  A copy bound to a fan-out route is on it; any
+ * other message by its topic, and only where its own route (the most
+ * specific) has room when PATTERNS is not NULL.
+ */
+#define ON_ROUTES(M_ROUTE_ID, EXACT, PREFIXES, FANOUT_IDS, PATTERNS, ROOM) \
+	"(" EXACT "::pg_catalog.text[] IS NULL" \
+	" OR (" M_ROUTE_ID " IS NULL AND (m.topic OPERATOR(pg_catalog.=) ANY (" EXACT ")" \
+	"                               OR m.topic OPERATOR(pg_catalog.^@) ANY (" PREFIXES "))" \
+	"     AND (" PATTERNS "::pg_catalog.text[] IS NULL" \
+	"          OR (" ROOM "::pg_catalog.bool[])[txoutbox._route_index(m.topic, " PATTERNS ")]))" \
+	" OR " M_ROUTE_ID " OPERATOR(pg_catalog.=) ANY (" FANOUT_IDS "::pg_catalog.int8[]))"
+
 PG_FUNCTION_INFO_V1(txoutbox_enqueue);
 PG_FUNCTION_INFO_V1(txoutbox_claim);
 PG_FUNCTION_INFO_V1(txoutbox_mark_succeeded);
@@ -601,7 +616,7 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
  * $12 the routes that take runs of a key (see KEY_RUN_OK), $13 ids not to
  * give out (or NULL), $14/$15 the topic patterns of the routes and whether
  * each has room, when a route without room shares topics with a prefix
- * route that has some (RouteSet.overlap_patterns; else NULL): a routed
+ * route that has some (RouteFilter.overlap_patterns; else NULL): a routed
  * message is given out only when its own route has room.
  * A message's route is its fan-out route when it is a copy bound to one
  * (route_id), else its topic's (fan-out routes have NULL patterns in r, so
@@ -685,15 +700,10 @@ txoutbox_enqueue(PG_FUNCTION_ARGS)
 	"   WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")" \
 	"     AND m.available_at OPERATOR(pg_catalog.<=) $5 AND m.available_at OPERATOR(pg_catalog.>=) $9" \
 	"     AND ($3::pg_catalog.text IS NULL OR m.topic OPERATOR(pg_catalog.=) $3)" \
-	"     AND ($6::pg_catalog.text[] IS NULL" \
-	"          OR (" M_ROUTE_ID " IS NULL AND (m.topic OPERATOR(pg_catalog.=) ANY ($6)" \
-	"                                    OR m.topic OPERATOR(pg_catalog.^@) ANY ($7)))" \
-	"          OR " M_ROUTE_ID " OPERATOR(pg_catalog.=) ANY ($11::pg_catalog.int8[]))" \
+	"     AND " ON_ROUTES(M_ROUTE_ID, "$6", "$7", "$11", "$14", "$15") \
 	"     AND ($8::pg_catalog.text IS NULL OR m.tenant_id OPERATOR(pg_catalog.=) $8)" \
 	"     AND ($10::pg_catalog.uuid[] IS NULL OR m.id OPERATOR(pg_catalog.=) ANY ($10))" \
 	"     AND ($13::pg_catalog.uuid[] IS NULL OR NOT m.id OPERATOR(pg_catalog.=) ANY ($13))" \
-	"     AND ($14::pg_catalog.text[] IS NULL OR " M_ROUTE_ID " IS NOT NULL" \
-	"          OR ($15::pg_catalog.bool[])[txoutbox._route_index(m.topic, $14)])" \
 	"     AND CASE WHEN k.key_after IS NOT NULL THEN " RUN_OK \
 	"              WHEN NOT r.any_ordered OR m.message_key IS NULL" \
 	"                   OR NOT coalesce(r.ordered[" ROUTE_POSITION(M_ROUTE_ID) "], false) THEN true" \
@@ -761,25 +771,25 @@ claim_parameters(const ClaimRequest *req, Datum *values, char *nulls)
 	nulls[2] = req->topic ? ' ' : 'n';
 	values[3] = TimestampTzGetDatum(req->lock_until);
 	values[4] = TimestampTzGetDatum(req->as_of);
-	values[5] = req->route_exact;
-	nulls[5] = req->route_exact ? ' ' : 'n';
-	values[6] = req->route_prefixes;
-	nulls[6] = req->route_prefixes ? ' ' : 'n';
+	values[5] = req->routes.exact;
+	nulls[5] = req->routes.exact ? ' ' : 'n';
+	values[6] = req->routes.prefixes;
+	nulls[6] = req->routes.prefixes ? ' ' : 'n';
 	values[7] = req->tenant ? CStringGetTextDatum(req->tenant) : (Datum) 0;
 	nulls[7] = req->tenant ? ' ' : 'n';
 	values[8] = TimestampTzGetDatum(req->scan_from);
 	values[9] = req->only_ids;
 	nulls[9] = req->only_ids ? ' ' : 'n';
-	values[10] = req->fanout_ids;
-	nulls[10] = req->fanout_ids ? ' ' : 'n';
+	values[10] = req->routes.fanout_ids;
+	nulls[10] = req->routes.fanout_ids ? ' ' : 'n';
 	values[11] = req->run_route_ids;
 	nulls[11] = req->run_route_ids ? ' ' : 'n';
 	values[12] = req->except_ids;
 	nulls[12] = req->except_ids ? ' ' : 'n';
-	values[13] = req->overlap_patterns;
-	nulls[13] = req->overlap_patterns ? ' ' : 'n';
-	values[14] = req->overlap_room;
-	nulls[14] = req->overlap_room ? ' ' : 'n';
+	values[13] = req->routes.overlap_patterns;
+	nulls[13] = req->routes.overlap_patterns ? ' ' : 'n';
+	values[14] = req->routes.overlap_room;
+	nulls[14] = req->routes.overlap_room ? ' ' : 'n';
 }
 
 static Oid	claim_argtypes[CLAIM_NARGS] = {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
@@ -969,7 +979,7 @@ txoutbox_claim(PG_FUNCTION_ARGS)
 	columns_0_1_0 = rsinfo->setDesc->natts == Natts_messages_0_1_0;
 	/* from this session's low-water mark of every message (low_water.c) */
 	req.scan_from = columns_0_1_0 ? DT_NOBEGIN :
-		low_water_mark((Datum) 0, (Datum) 0, (Datum) 0, req.tenant);
+		low_water_mark(&req.routes, req.tenant);
 	outbox_claim(&req, columns_0_1_0);
 	for (i = 0; i < SPI_processed; i++)
 		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
@@ -1350,13 +1360,11 @@ outbox_purge_batch(TimestampTz cutoff, int limit)
 
 /*
  * The earliest available_at, from "from" on, of an unfinished message the
- * dispatcher could claim (whatever its status or lock), or DT_NOEND;
- * overlap_patterns/overlap_room as the claim's (ClaimRequest), or 0.
- * Caller is connected to SPI.
+ * dispatcher could claim (whatever its status or lock) on routes, or
+ * DT_NOEND.  Caller is connected to SPI.
  */
 TimestampTz
-outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixes,
-						Datum fanout_ids, Datum overlap_patterns, Datum overlap_room)
+outbox_first_unfinished(TimestampTz from, const RouteFilter *routes)
 {
 	static SPIPlanPtr plan = NULL;
 	static Oid	argtypes[6] = {TIMESTAMPTZOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
@@ -1367,26 +1375,21 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
 	Datum		d;
 
 	values[0] = TimestampTzGetDatum(from);
-	values[1] = route_exact;
-	nulls[1] = route_exact ? ' ' : 'n';
-	values[2] = route_prefixes;
-	nulls[2] = route_prefixes ? ' ' : 'n';
-	values[3] = fanout_ids;
-	nulls[3] = fanout_ids ? ' ' : 'n';
-	values[4] = overlap_patterns;
-	nulls[4] = overlap_patterns ? ' ' : 'n';
-	values[5] = overlap_room;
-	nulls[5] = overlap_room ? ' ' : 'n';
+	values[1] = routes->exact;
+	nulls[1] = routes->exact ? ' ' : 'n';
+	values[2] = routes->prefixes;
+	nulls[2] = routes->prefixes ? ' ' : 'n';
+	values[3] = routes->fanout_ids;
+	nulls[3] = routes->fanout_ids ? ' ' : 'n';
+	values[4] = routes->overlap_patterns;
+	nulls[4] = routes->overlap_patterns ? ' ' : 'n';
+	values[5] = routes->overlap_room;
+	nulls[5] = routes->overlap_room ? ' ' : 'n';
 	cached_plan(&plan,
 				"SELECT available_at FROM txoutbox.messages m"
 				" WHERE m.status OPERATOR(pg_catalog.=) ANY (" UNFINISHED ")"
 				"   AND m.available_at OPERATOR(pg_catalog.>=) $1"
-				"   AND ($2::pg_catalog.text[] IS NULL"
-				"        OR (m.route_id IS NULL AND (m.topic OPERATOR(pg_catalog.=) ANY ($2)"
-				"                                    OR m.topic OPERATOR(pg_catalog.^@) ANY ($3)))"
-				"        OR m.route_id OPERATOR(pg_catalog.=) ANY ($4))"
-				"   AND ($5::pg_catalog.text[] IS NULL OR m.route_id IS NOT NULL"
-				"        OR ($6::pg_catalog.bool[])[txoutbox._route_index(m.topic, $5)])"
+				"   AND " ON_ROUTES("m.route_id", "$2", "$3", "$4", "$5", "$6")
 				" ORDER BY m.available_at, m.id LIMIT 1",
 				6, argtypes);
 	if (run_claim_plan(plan, values, nulls) == 0)
@@ -1401,11 +1404,9 @@ outbox_first_unfinished(TimestampTz from, Datum route_exact, Datum route_prefixe
  * lease), or DT_NOEND.  Caller is connected to SPI.
  */
 TimestampTz
-outbox_next_due(Datum route_exact, Datum route_prefixes, Datum fanout_ids,
-				Datum overlap_patterns, Datum overlap_room)
+outbox_next_due(const RouteFilter *routes)
 {
-	return outbox_first_unfinished(GetCurrentTimestamp() + 1, route_exact, route_prefixes,
-								   fanout_ids, overlap_patterns, overlap_room);
+	return outbox_first_unfinished(GetCurrentTimestamp() + 1, routes);
 }
 
 /*

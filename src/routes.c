@@ -328,7 +328,7 @@ room_overlaps(const RouteSet *set)
 	return false;
 }
 
-/* The overlap_patterns and overlap_room of set (see RouteSet). */
+/* The overlap_patterns and overlap_room of set's with_room (see RouteFilter). */
 static void
 set_overlap(RouteSet *set)
 {
@@ -339,8 +339,8 @@ set_overlap(RouteSet *set)
 	int			lbs[1] = {1};
 	int			i;
 
-	set->overlap_patterns = (Datum) 0;
-	set->overlap_room = (Datum) 0;
+	set->with_room.overlap_patterns = (Datum) 0;
+	set->with_room.overlap_room = (Datum) 0;
 	if (!room_overlaps(set))
 		return;
 	patterns = palloc(sizeof(Datum) * set->n);
@@ -356,10 +356,11 @@ set_overlap(RouteSet *set)
 		room[i] = BoolGetDatum(r->broken != NULL || r->room > 0);
 	}
 	dims[0] = set->n;
-	set->overlap_patterns = PointerGetDatum(construct_md_array(patterns, pattern_nulls, 1, dims, lbs,
-															   TEXTOID, -1, false, TYPALIGN_INT));
-	set->overlap_room = PointerGetDatum(construct_array(room, set->n, BOOLOID, 1, true,
-														TYPALIGN_CHAR));
+	set->with_room.overlap_patterns =
+		PointerGetDatum(construct_md_array(patterns, pattern_nulls, 1, dims, lbs,
+										   TEXTOID, -1, false, TYPALIGN_INT));
+	set->with_room.overlap_room =
+		PointerGetDatum(construct_array(room, set->n, BOOLOID, 1, true, TYPALIGN_CHAR));
 }
 
 /*
@@ -483,12 +484,13 @@ routes_load(RouteSet *set, MemoryContext cxt)
 		else
 			exact[nexact++] = r->pattern;
 	}
-	set->exact = text_array(exact, nexact);
-	set->prefixes = text_array(prefixes, nprefix);
-	set->fanout_ids = int8_array(fanout_ids, nfanout);
-	set->all_exact = text_array(all_exact, nall_exact);
-	set->all_prefixes = text_array(all_prefixes, nall_prefix);
-	set->all_fanout_ids = int8_array(all_fanout_ids, nall_fanout);
+	set->with_room.exact = text_array(exact, nexact);
+	set->with_room.prefixes = text_array(prefixes, nprefix);
+	set->with_room.fanout_ids = int8_array(fanout_ids, nfanout);
+	memset(&set->all, 0, sizeof(set->all));
+	set->all.exact = text_array(all_exact, nall_exact);
+	set->all.prefixes = text_array(all_prefixes, nall_prefix);
+	set->all.fanout_ids = int8_array(all_fanout_ids, nall_fanout);
 	set->run_ids = int8_array(run_ids, nrun);
 	set_overlap(set);
 	MemoryContextSwitchTo(old);

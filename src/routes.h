@@ -13,6 +13,8 @@
 
 #include "utils/jsonb.h"
 
+#include "outbox.h"
+
 struct Publisher;
 
 /*
@@ -62,23 +64,9 @@ typedef struct RouteSet
 {
 	int			n;
 	OutboxRoute *routes;
-	/* what a round may claim: the routes that have room now */
-	Datum		exact;			/* text[] of exact patterns */
-	Datum		prefixes;		/* text[] of the prefixes of prefix patterns */
-	Datum		fanout_ids;		/* int8[] of fan-out routes (their copies) */
-	/*
-	 * When a route without room takes topics that a prefix route with room
-	 * also matches (orders.big beside orders.*): the topic patterns of
-	 * every route (NULL for fan-out routes) and whether each has room, so
-	 * that a claim takes a message only where its own route (the most
-	 * specific, _route_index) has room; else 0 (the arrays above say it).
-	 */
-	Datum		overlap_patterns;	/* text[] */
-	Datum		overlap_room;	/* bool[] */
-	/* the same for every enabled route */
-	Datum		all_exact;
-	Datum		all_prefixes;
-	Datum		all_fanout_ids;
+	RouteFilter with_room;		/* what a round may claim: the routes that
+								 * have room now */
+	RouteFilter all;			/* every enabled route (no overlap arrays) */
 	Datum		run_ids;		/* int8[] of the ordered routes whose publisher
 								 * works in the claiming transaction: they
 								 * take a run of a key per round */
